@@ -1,0 +1,41 @@
+# Woodpecker for Swift. `make run` starts the broker on localhost:9092; `make test` runs every test.
+SWIFT ?= swift
+DATA_DIR ?= ./data
+LISTEN ?= 127.0.0.1:9092
+# CI treats warnings as errors.
+SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
+
+.PHONY: setup setup-test build build-debug run test unit compat bench clean
+
+setup:
+	@scripts/setup.sh build
+
+setup-test:
+	@scripts/setup.sh test
+
+build: setup
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product woodpecker
+
+run: build
+	@echo "starting woodpecker broker on $(LISTEN) (data in $(DATA_DIR), embedded metadata, local storage)"
+	.build/release/woodpecker broker --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+# Unit and integration tests (Swift), then the compat suites against the release binary.
+test: setup-test
+	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
+	$(SWIFT) test --skip-build
+	$(SWIFT) build -c release $(SWIFT_FLAGS) --product woodpecker
+	compat/run-all.sh .build/release/woodpecker
+
+unit:
+	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build
+
+compat:
+	compat/run-all.sh .build/release/woodpecker
+
+bench: setup-test
+	$(SWIFT) build -c release --product woodpecker
+	compat/bench/run.sh $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf .build

@@ -1,0 +1,20 @@
+#ifndef WOODPECKER_SHIMS_H
+#define WOODPECKER_SHIMS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// CRC-32C (Castagnoli). Uses SSE4.2 when the CPU has it (checked once at run time), else slicing-by-8.
+/// `crc` is the running value (0 to start); the result is final-xored, so calls chain: wp_crc32c(wp_crc32c(0,a),b).
+uint32_t wp_crc32c(uint32_t crc, const void *data, size_t length);
+/// Same, forcing the portable table path (for tests and the benchmark).
+uint32_t wp_crc32c_portable(uint32_t crc, const void *data, size_t length);
+/// 1 when the hardware path is in use.
+int wp_crc32c_hardware_available(void);
+
+/// An opaque per-thread token (address of a _Thread_local). Never `pthread_self()`: glibc marks it
+/// __attribute__((const)) and LLVM caches it across `await`.
+uintptr_t wp_thread_token(void) __attribute__((noinline));
+
+/// Monotonic clock in nanoseconds.
+uint64_t wp_monotonic_ns(void);
+#endif

@@ -1,0 +1,71 @@
+import CLibUV
+import WoodpeckerCore
+
+/// A libuv timer owned by loop-thread code. Create, restart and cancel it on the loop thread only.
+public final class LoopTimer: @unchecked Sendable {
+    let handle: UnsafeMutablePointer<uv_timer_t>
+    let loop: EventLoop
+    var callback: () -> Void
+    private var closed = false
+
+    /// Creates an idle timer. `callback` runs on the loop thread each time the timer fires.
+    public init(loop: EventLoop, _ callback: @escaping () -> Void) {
+        loop.preconditionInLoop()
+        self.loop = loop
+        self.callback = callback
+        handle = .allocate(capacity: 1)
+        uv_timer_init(loop.uvLoop, handle)
+        handle.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    /// (Re)starts the timer: first fire after `afterMs`, then every `repeatMs` if non-zero.
+    public func start(afterMs: UInt64, repeatMs: UInt64 = 0) {
+        precondition(!closed)
+        uv_timer_start(handle, loopTimerCallback, afterMs, repeatMs)
+    }
+
+    public func stop() {
+        if !closed { uv_timer_stop(handle) }
+    }
+
+    public var isActive: Bool { !closed && uv_is_active(UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)) != 0 }
+
+    /// Stops and releases the timer. The object must not be started again.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        uv_timer_stop(handle)
+        let h = UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)
+        if uv_is_closing(h) == 0 {
+            uv_close(h) { $0?.deallocate() }
+        }
+    }
+}
+
+private let loopTimerCallback: uv_timer_cb = { h in
+    let t = Unmanaged<LoopTimer>.fromOpaque(h!.pointee.data).takeUnretainedValue()
+    t.callback()
+}
+
+extension EventLoop {
+    /// Runs `body` once on the loop thread after `ms` milliseconds. Safe from any thread.
+    public func schedule(afterMs ms: UInt64, _ body: @escaping @Sendable () -> Void) {
+        executeOrRun {
+            var timer: LoopTimer?
+            timer = LoopTimer(loop: self) {
+                timer?.close()
+                timer = nil
+                body()
+            }
+            timer!.start(afterMs: ms)
+        }
+    }
+
+    /// Suspends the calling task for `ms` milliseconds using a loop timer (no pool thread involved when the task
+    /// prefers this loop).
+    public func sleep(ms: UInt64) async {
+        await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+            schedule(afterMs: ms) { c.resume() }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+print("woodpecker: not yet")

@@ -1,0 +1,76 @@
+import Testing
+import WoodpeckerCore
+
+@Suite struct ByteBufferTests {
+    @Test func integersRoundTripBothEndians() throws {
+        var b = ByteBuffer()
+        b.writeInteger(UInt16(0x0102))
+        b.writeInteger(Int32(-2), endianness: .little)
+        b.writeInteger(Int64.min)
+        #expect(b.readableBytesArray.prefix(2) == [0x01, 0x02])
+        #expect(try b.readInteger(as: UInt16.self) == 0x0102)
+        #expect(try b.readInteger(endianness: .little, as: Int32.self) == -2)
+        #expect(try b.readInteger(as: Int64.self) == .min)
+        #expect(b.readableBytes == 0)
+        #expect(throws: DecodeError.self) { try b.readInteger(as: UInt8.self) }
+    }
+
+    @Test func varintsMatchKafkaEncoding() throws {
+        var b = ByteBuffer()
+        b.writeUnsignedVarint(300)
+        #expect(b.readableBytesArray == [0xAC, 0x02])
+        b = ByteBuffer()
+        b.writeVarint(-1)
+        #expect(b.readableBytesArray == [0x01])
+        for v: Int64 in [0, 1, -1, 63, -64, 64, Int64(Int32.max), Int64(Int32.min), .max, .min] {
+            var w = ByteBuffer()
+            w.writeVarint(v)
+            #expect(try w.readVarint() == v)
+        }
+    }
+
+    @Test func overlongVarintIsMalformedNotACrash() {
+        var b = ByteBuffer(bytes: [UInt8](repeating: 0xFF, count: 11))
+        #expect(throws: DecodeError.self) { try b.readUnsignedVarint() }
+        var t = ByteBuffer(bytes: [0x80])
+        #expect(throws: DecodeError.truncated(needed: 1, available: 0)) { try t.readUnsignedVarint() }
+    }
+
+    @Test func slicesShareAndStayIndependent() throws {
+        var b = ByteBuffer(string: "hello world")
+        var s = try b.readSlice(length: 5)
+        #expect(s == ByteBuffer(string: "hello"))
+        s.writeString("!")  // writing to a slice must not change the parent
+        #expect(s == ByteBuffer(string: "hello!"))
+        #expect(try b.readString(length: 6) == " world")
+        #expect(throws: DecodeError.self) { try b.getSlice(at: b.readerIndex, length: 1) }
+    }
+
+    @Test func setIntegerBackpatches() throws {
+        var b = ByteBuffer()
+        let at = b.reserveBytes(4)
+        b.writeString("abc")
+        b.setInteger(UInt32(3), at: at)
+        #expect(try b.readInteger(as: UInt32.self) == 3)
+    }
+}
+
+@Suite struct CRCTests {
+    @Test func crc32cKnownAnswer() {
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.isHardwareAccelerated)  // this machine has SSE4.2
+    }
+
+    @Test func crc32cChainsAndMatchesAcrossLengths() {
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<4099).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let whole = CRC32C.checksum(data)
+        let chained = CRC32C.checksum(Array(data[1000...]), seed: CRC32C.checksum(Array(data[..<1000])))
+        #expect(whole == chained)
+    }
+
+    @Test func crc32IeeeKnownAnswer() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(CRC32.checksum([UInt8]()) == 0)
+    }
+}
