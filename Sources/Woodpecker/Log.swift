@@ -1,0 +1,367 @@
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerMetadata
+import WoodpeckerStorage
+
+/// One log as seen by this process: its metadata, the shared tail state that wakes readers when the in-process
+/// writer acknowledges entries, and the log-level operations (writer, readers, truncation, compaction, GC).
+/// All state lives on the client's event loop.
+public actor Log {
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    public nonisolated let name: String
+    public nonisolated let logId: Int64
+    nonisolated let loop: EventLoop
+    nonisolated let client: WoodpeckerClient
+    nonisolated var config: WALConfig { client.config }
+
+    /// The segment the in-process writer appends to, and its acknowledged blocks (for tail readers).
+    private(set) var activeSegmentId: Int64?
+    private(set) var activeBlocks: [BlockInfo] = []
+    /// Last acknowledged entry of the in-process writer.
+    private(set) var lastAcked: LogMessageId?
+    /// Recently acknowledged blocks, decoded, newest last; bounded by `tailCacheBytes`.
+    private var tail: [(segmentId: Int64, block: DecodedBlock)] = []
+    private var tailBytes = 0
+    private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var nextWaiter: UInt64 = 0
+    private var writer: LogWriter?
+    private var readerSegments: [UInt64: Int64] = [:]
+    private var auditing = false
+
+    init(name: String, logId: Int64, client: WoodpeckerClient) {
+        self.name = name
+        self.logId = logId
+        self.client = client
+        self.loop = client.loop
+    }
+
+    // MARK: writer and readers
+
+    /// Opens the single writer of this log, fencing any previous writer (in this or another process).
+    public func openWriter() async throws -> LogWriter {
+        let w = LogWriter(log: self, loop: loop, config: config, writerName: client.writerName)
+        try await w.start()
+        writer = w
+        return w
+    }
+
+    func writerClosed(_ w: LogWriter) {
+        if writer === w {
+            writer = nil
+            activeSegmentId = nil
+            activeBlocks = []
+        }
+        wakeAll()
+    }
+
+    /// Opens a reader at `position`. Reads never go past the last acknowledged (or sealed) entry.
+    public func openReader(from position: ReadPosition) async throws -> LogReader {
+        nextWaiter += 1
+        let r = LogReader(log: self, readerId: nextWaiter)
+        try await r.seek(to: position)
+        return r
+    }
+
+    func readerMoved(_ id: UInt64, to segment: Int64?) {
+        readerSegments[id] = segment
+    }
+
+    // MARK: tail state (called by the writer on the same loop)
+
+    func segmentOpened(_ id: Int64) {
+        activeSegmentId = id
+        activeBlocks = []
+    }
+
+    func segmentCompleted(_ id: Int64) {
+        if activeSegmentId == id {
+            activeSegmentId = nil
+            activeBlocks = []
+        }
+        wakeAll()
+    }
+
+    nonisolated func publish(segmentId: Int64, blocks: [DecodedBlock]) {
+        assumeIsolated { $0.publishIsolated(segmentId: segmentId, blocks: blocks) }
+    }
+
+    private func publishIsolated(segmentId: Int64, blocks: [DecodedBlock]) {
+        for b in blocks {
+            if activeSegmentId == segmentId { activeBlocks.append(b.info) }
+            tail.append((segmentId, b))
+            tailBytes += b.info.size
+            lastAcked = LogMessageId(segmentId: segmentId, entryId: b.info.lastEntryId)
+        }
+        var drop = 0
+        while tailBytes > config.tailCacheBytes && drop < tail.count - 1 {
+            tailBytes -= tail[drop].block.info.size
+            drop += 1
+        }
+        if drop > 0 { tail.removeFirst(drop) }
+        wakeAll()
+    }
+
+    /// A cached decoded block of `segment` holding `entryId`, if still in the tail cache.
+    func cachedBlock(segment: Int64, entryId: Int64) -> DecodedBlock? {
+        for t in tail.reversed() where t.segmentId == segment {
+            if t.block.info.firstEntryId <= entryId && entryId <= t.block.info.lastEntryId { return t.block }
+            if t.block.info.lastEntryId < entryId { return nil }
+        }
+        return nil
+    }
+
+    /// Suspends until the in-process writer acknowledges something or `timeoutMs` passes.
+    func waitForAppend(timeoutMs: UInt64) async {
+        nextWaiter += 1
+        let id = nextWaiter
+        loop.schedule(afterMs: timeoutMs) { [weak self] in
+            guard let self else { return }
+            self.assumeIsolated { $0.wake(id) }
+        }
+        await withCheckedContinuation { waiters[id] = $0 }
+    }
+
+    private func wake(_ id: UInt64) {
+        waiters.removeValue(forKey: id)?.resume()
+    }
+
+    private func wakeAll() {
+        let ws = waiters
+        waiters.removeAll()
+        for (_, c) in ws { c.resume() }
+    }
+
+    // MARK: metadata
+
+    nonisolated func objects(segment: Int64) -> SegmentObjects {
+        SegmentObjects(store: client.store, prefix: client.objectPrefix, logId: logId, segmentId: segment)
+    }
+
+    /// All segment metadata in id order.
+    public func segmentMetas() async throws -> [Versioned<SegmentMeta>] {
+        let kvs = try await client.metadata.range(prefix: client.keys.segmentsPrefix(name))
+        return try kvs.map { Versioned(value: try MetaCodec.decode(SegmentMeta.self, $0), modRevision: $0.modRevision) }
+            .sorted { $0.value.segmentId < $1.value.segmentId }
+    }
+
+    func segmentMeta(_ id: Int64) async throws -> Versioned<SegmentMeta>? {
+        guard let kv = try await client.metadata.get(client.keys.segment(name, id)) else { return nil }
+        return Versioned(value: try MetaCodec.decode(SegmentMeta.self, kv), modRevision: kv.modRevision)
+    }
+
+    public func logMeta() async throws -> Versioned<LogMeta> {
+        guard let kv = try await client.metadata.get(client.keys.log(name)) else {
+            throw WoodpeckerError(.logNotFound, "log \(name) does not exist (deleted?)")
+        }
+        return Versioned(value: try MetaCodec.decode(LogMeta.self, kv), modRevision: kv.modRevision)
+    }
+
+    /// Creates segment metadata if the log exists and the segment does not. A conflict means another writer
+    /// claimed the id: `.lockLost`.
+    func createSegmentMeta(_ meta: SegmentMeta) async throws -> Int64 {
+        let key = client.keys.segment(name, meta.segmentId)
+        let r = try await client.metadata.txn(
+            compare: [.exists(client.keys.log(name)), .absent(key)],
+            then: [.put(key: key, value: MetaCodec.encode(meta)), .get(key: key)],
+            else: [.get(key: client.keys.log(name))])
+        guard r.succeeded, let kv = r.gets.first ?? nil else {
+            if r.gets.first ?? nil == nil {
+                throw WoodpeckerError(.logNotFound, "log \(name) was deleted")
+            }
+            throw WoodpeckerError(.lockLost, "segment \(meta.segmentId) of log \(name) was created by another writer")
+        }
+        return kv.modRevision
+    }
+
+    /// Compare-and-swap of segment metadata on its modRevision; returns the new revision.
+    @discardableResult
+    func casSegmentMeta(_ meta: SegmentMeta, expectedRevision: Int64) async throws -> Int64 {
+        let key = client.keys.segment(name, meta.segmentId)
+        let r = try await client.metadata.txn(
+            compare: [.unchanged(key, modRevision: expectedRevision)],
+            then: [.put(key: key, value: MetaCodec.encode(meta)), .get(key: key)],
+            else: [])
+        guard r.succeeded, let kv = r.gets.first ?? nil else {
+            throw WoodpeckerError(.revisionConflict,
+                                  "segment \(meta.segmentId) of log \(name) changed concurrently (expected revision \(expectedRevision))")
+        }
+        return kv.modRevision
+    }
+
+    /// Recovery of an active segment left by another (or a crashed) writer: fence its objects, compute the LAC
+    /// from the contiguous verified blocks, write the footer, and CAS the metadata to Completed.
+    func fenceAndComplete(_ s: Versioned<SegmentMeta>) async throws {
+        let objs = objects(segment: s.value.segmentId)
+        let blocks: [BlockInfo]
+        if let footer = try await objs.readFooter() {
+            blocks = footer.blocks  // completed in storage but not in metadata (crash between the two)
+        } else {
+            blocks = try await objs.fence(retries: config.controlRetries)
+            let lac = blocks.last?.lastEntryId ?? -1
+            try await objs.writeFooter(SegmentFooter(blocks: blocks, lac: lac, compacted: false, totalRecords: Int(lac + 1)))
+        }
+        var meta = s.value
+        meta.state = .completed
+        meta.completionTimeMs = Clock.wallMillis()
+        meta.lastEntryId = blocks.last?.lastEntryId ?? -1
+        meta.sizeBytes = Int64(blocks.reduce(0) { $0 + $1.size })
+        meta.firstKey = blocks.first?.firstKey
+        meta.lastKey = blocks.last?.lastKey
+        meta.maxTimestamp = blocks.map(\.maxTimestamp).max()
+        do {
+            try await casSegmentMeta(meta, expectedRevision: s.modRevision)
+        } catch let e as WoodpeckerError where e.code == .revisionConflict {
+            // Someone else completed it first; fine if it is no longer active.
+            if let now = try await segmentMeta(meta.segmentId), now.value.state == .active { throw e }
+        }
+        if activeSegmentId == meta.segmentId {
+            activeSegmentId = nil
+            activeBlocks = []
+        }
+        wakeAll()
+    }
+
+    /// The last entry of the log, or nil when it holds none (after truncation the retained tail still counts).
+    public func lastEntry() async throws -> LogEntry? {
+        let metas = try await segmentMetas()
+        for s in metas.reversed() {
+            let objs = objects(segment: s.value.segmentId)
+            var info: BlockInfo?
+            var compacted = false
+            if s.value.segmentId == activeSegmentId {
+                info = activeBlocks.last
+            } else if s.value.state == .active {
+                info = try await objs.probeBlocks().blocks.last
+            } else if let f = try await objs.readFooter() {
+                info = f.blocks.last
+                compacted = f.compacted
+            }
+            guard let info else { continue }
+            guard let block = try await objs.readBlock(key: objs.key(for: info, compacted: compacted)),
+                  let e = block.entries.last
+            else { continue }
+            return LogEntry(id: LogMessageId(segmentId: s.value.segmentId, entryId: block.info.lastEntryId),
+                            key: e.key, timestamp: e.timestamp, payload: e.payload)
+        }
+        return nil
+    }
+
+    // MARK: truncation, compaction, garbage collection
+
+    /// Logically truncates the log up to and including `id`: readers opened at `.earliest` start after it, and
+    /// whole segments before it become garbage. Moving the point backwards is a no-op.
+    public func truncate(upTo id: LogMessageId) async throws {
+        for _ in 0..<config.controlRetries {
+            let m = try await logMeta()
+            if (m.value.truncatedSegmentId, m.value.truncatedEntryId) >= (id.segmentId, id.entryId) { return }
+            var v = m.value
+            v.truncatedSegmentId = id.segmentId
+            v.truncatedEntryId = id.entryId
+            let key = client.keys.log(name)
+            let r = try await client.metadata.txn(compare: [.unchanged(key, modRevision: m.modRevision)],
+                                                  then: [.put(key: key, value: MetaCodec.encode(v))])
+            if r.succeeded { return }
+        }
+        throw WoodpeckerError(.revisionConflict, "log \(name): truncation raced with other metadata changes; retry")
+    }
+
+    /// One auditor pass: compacts completed segments, marks segments before the truncation point Truncated and
+    /// deletes their objects and metadata. Never touches the active segment or one an open reader is in.
+    public func audit() async {
+        guard !auditing else { return }
+        auditing = true
+        defer { auditing = false }
+        do {
+            try await collectGarbage()
+            for s in try await segmentMetas() where s.value.state == .completed {
+                try await compact(s)
+            }
+        } catch {
+            // The auditor retries on its next pass; nothing it does is needed for correctness of appends.
+            Diagnostics.warn("log \(name): audit pass failed: \(error)")
+        }
+    }
+
+    /// Deletes segments wholly before the truncation point (not the active one, not one a reader is in).
+    public func collectGarbage() async throws {
+        let m = try await logMeta().value
+        guard m.truncatedSegmentId > 0 else { return }
+        let oldestReader = readerSegments.values.min() ?? .max
+        for s in try await segmentMetas() {
+            let id = s.value.segmentId
+            guard id < m.truncatedSegmentId, id < oldestReader, id != activeSegmentId, s.value.state != .active else { break }
+            var rev = s.modRevision
+            if s.value.state != .truncated {
+                var t = s.value
+                t.state = .truncated
+                rev = try await casSegmentMeta(t, expectedRevision: s.modRevision)
+            }
+            let objs = objects(segment: id)
+            let keys = try await client.store.listAll(prefix: objs.dir).map(\.key)
+            try await client.store.delete(keys: keys)
+            let key = client.keys.segment(name, id)
+            _ = try await client.metadata.txn(compare: [.unchanged(key, modRevision: rev)], then: [.delete(key: key)])
+        }
+    }
+
+    /// Merges a completed segment's blocks into objects of about `compactionTargetBytes`, rewrites the footer with
+    /// the compacted flag (same LAC), marks the segment Sealed and deletes the original blocks. Safe to re-run
+    /// after a crash at any step.
+    public func compact(_ s: Versioned<SegmentMeta>) async throws {
+        let objs = objects(segment: s.value.segmentId)
+        guard let footer = try await objs.readFooter() else {
+            throw WoodpeckerError(.corrupted, "completed segment \(objs.dir) has no footer")
+        }
+        if !footer.compacted {
+            guard footer.blocks.count > 1 else { return try await seal(s, footer) }
+            var merged: [BlockInfo] = []
+            var group: [SegmentEntry] = []
+            var groupFirst: Int64 = 0
+            var groupBytes = 0
+            func flushGroup() async throws {
+                guard !group.isEmpty else { return }
+                let n = Int32(merged.count)
+                let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: groupFirst, entries: group, includeHeader: n == 0)
+                try await client.store.put(objs.mergedKey(n), bytes)
+                merged.append(BlockInfo.of(n, groupFirst, group, size: bytes.readableBytes))
+                groupFirst += Int64(group.count)
+                group = []
+                groupBytes = 0
+            }
+            for info in footer.blocks {
+                guard let block = try await objs.readBlock(key: objs.blockKey(info.blockNumber)) else {
+                    throw WoodpeckerError(.corrupted, "block \(objs.blockKey(info.blockNumber)) listed in the footer is missing")
+                }
+                if groupBytes + info.size > config.compactionTargetBytes { try await flushGroup() }
+                // Never carry entries past the LAC into the compacted copy.
+                for (k, e) in block.entries.enumerated() where block.info.firstEntryId + Int64(k) <= footer.lac {
+                    group.append(e)
+                    groupBytes += e.payload.readableBytes
+                }
+            }
+            try await flushGroup()
+            let compacted = SegmentFooter(blocks: merged, lac: footer.lac, compacted: true, totalRecords: footer.totalRecords)
+            try await client.store.put(objs.footerKey, SegmentCodec.encodeFooter(compacted))
+            try await seal(s, compacted)
+        } else {
+            try await seal(s, footer)
+        }
+        // Remove originals (and any fence object) now that the compacted footer is the commit point.
+        let originals = try await client.store.listAll(prefix: objs.dir).map(\.key).filter {
+            let file = $0.dropFirst(objs.dir.count)
+            return !file.hasPrefix("m_") && file != "footer.blk"
+        }
+        if footer.compacted || footer.blocks.count > 1 {
+            try await client.store.delete(keys: originals)
+        }
+    }
+
+    private func seal(_ s: Versioned<SegmentMeta>, _ footer: SegmentFooter) async throws {
+        guard s.value.state == .completed else { return }
+        var m = s.value
+        m.state = .sealed
+        m.sealedTimeMs = Clock.wallMillis()
+        m.sizeBytes = Int64(footer.blocks.reduce(0) { $0 + $1.size })
+        try await casSegmentMeta(m, expectedRevision: s.modRevision)
+    }
+}

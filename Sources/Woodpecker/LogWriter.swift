@@ -1,0 +1,449 @@
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerMetadata
+import WoodpeckerStorage
+
+/// The single writer of a log in MemoryBuffer mode.
+///
+/// Guarantees:
+/// - `append` returns `(segmentId, entryId)` only once the entry's block is durable in the object store
+///   (fsync'd for local files), and acknowledgements complete strictly in append order.
+/// - Group commit: buffered entries become one block on `flushIntervalMs`, `flushBytes` or `flushMaxEntries`
+///   (and at once when nothing is in flight, if `flushWhenIdle`). Up to `maxInFlightBlocks` blocks upload in
+///   parallel; a failed block fails every later one.
+/// - One writer per log: opening a writer fences every active segment (fence object + LAC + footer + metadata CAS).
+///   An older writer then fails with `.lockLost` on its next flush or roll, and acknowledges nothing the new
+///   writer did not seal in.
+/// - Memory is bounded by `writerBufferBytes`: appends wait for space (at most `appendWaitTimeoutMs`).
+public actor LogWriter {
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    let loop: EventLoop
+    let log: Log
+    let config: WALConfig
+    let writerName: String
+
+    private struct Pending {
+        var entry: SegmentEntry
+        var continuation: CheckedContinuation<LogMessageId, any Error>
+        var enqueuedAtMs: UInt64
+    }
+
+    private struct InFlight {
+        var blockNumber: Int32
+        var firstEntryId: Int64
+        var entries: [SegmentEntry]
+        var continuations: [CheckedContinuation<LogMessageId, any Error>]
+        var bytes: Int
+        var encodedSize: Int
+        var result: Result<BlockInfo, WoodpeckerError>?
+    }
+
+    private struct Segment {
+        var id: Int64
+        var metaRevision: Int64
+        var meta: SegmentMeta
+        var objects: SegmentObjects
+        var nextEntryId: Int64 = 0
+        var nextBlock: Int32 = 0
+        var blocks: [BlockInfo] = []
+        var sizeBytes: Int = 0
+        var createdAtMs: Int64
+        var firstKey: Int64?
+        var lastKey: Int64?
+        var maxTimestamp: Int64?
+    }
+
+    private enum State {
+        case open
+        /// Not writable any more (fenced by a newer writer, closed, or a fatal error).
+        case failed(WoodpeckerError)
+    }
+
+    private var state: State = .open
+    private var segment: Segment?
+    private var queue: [Pending] = []
+    private var queueHead = 0
+    private var queuedBytes = 0
+    private var inFlight: [InFlight] = []
+    private var inFlightBytes = 0
+    /// Set when the current segment must be completed before more blocks start (size/age roll or a failed block).
+    private var rollPending = false
+    private var rolling = false
+    private var timer: LoopTimer?
+    private var timerArmed = false
+    private var spaceWaiters: [(id: UInt64, needed: Int, c: CheckedContinuation<Void, any Error>)] = []
+    private var nextWaiterId: UInt64 = 0
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private var auditor: Task<Void, Never>?
+
+    init(log: Log, loop: EventLoop, config: WALConfig, writerName: String) {
+        self.log = log
+        self.loop = loop
+        self.config = config
+        self.writerName = writerName
+    }
+
+    // MARK: opening
+
+    /// Fences every active segment, then claims the next segment id. Retries a bounded number of times if
+    /// another writer races for the same id.
+    func start() async throws {
+        var attempt = 0
+        while true {
+            let segments = try await log.segmentMetas()
+            for s in segments where s.value.state == .active {
+                try await log.fenceAndComplete(s)
+            }
+            let nextId = (segments.last?.value.segmentId ?? -1) + 1
+            do {
+                segment = try await createSegment(nextId)
+                break
+            } catch let e as WoodpeckerError where e.code == .lockLost && attempt < config.controlRetries {
+                attempt += 1
+            }
+        }
+        if config.auditIntervalMs > 0 {
+            let interval = config.auditIntervalMs
+            auditor = Task(executorPreference: loop) { [log] in
+                while !Task.isCancelled {
+                    await log.loop.sleep(ms: interval)
+                    if Task.isCancelled { break }
+                    await log.audit()
+                }
+            }
+        }
+    }
+
+    private func createSegment(_ id: Int64) async throws -> Segment {
+        let now = Clock.wallMillis()
+        let meta = SegmentMeta(segmentId: id, state: .active, createTimeMs: now, writer: writerName)
+        let rev = try await log.createSegmentMeta(meta)
+        let objects = log.objects(segment: id)
+        await log.segmentOpened(id)
+        return Segment(id: id, metaRevision: rev, meta: meta, objects: objects, createdAtMs: now)
+    }
+
+    // MARK: appending
+
+    /// Appends one entry and returns its id once durable. `key` must not decrease across appends (the WAL uses
+    /// it for seeks); `timestamp` is in ms.
+    public func append(_ payload: ByteBuffer, key: Int64 = 0, timestamp: Int64 = 0) async throws -> LogMessageId {
+        if case let .failed(e) = state { throw e }
+        let size = payload.readableBytes
+        guard size > 0, size <= config.maxEntryBytes else {
+            throw WoodpeckerError(.invalidArgument, "entry of \(size) bytes: entries must hold 1...\(config.maxEntryBytes) bytes")
+        }
+        if queuedBytes + inFlightBytes + size > config.writerBufferBytes {
+            try await waitForSpace(size)
+            if case let .failed(e) = state { throw e }
+        }
+        return try await withCheckedThrowingContinuation { c in
+            queue.append(Pending(entry: SegmentEntry(key: key, timestamp: timestamp, payload: payload),
+                                 continuation: c, enqueuedAtMs: Clock.monotonicMillis()))
+            queuedBytes += size
+            pump()
+        }
+    }
+
+    private func waitForSpace(_ size: Int) async throws {
+        nextWaiterId += 1
+        let id = nextWaiterId
+        let timeout = config.appendWaitTimeoutMs
+        loop.schedule(afterMs: timeout) { [weak self] in
+            guard let self else { return }
+            Task(executorPreference: self.loop) { await self.expireSpaceWaiter(id) }
+        }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            spaceWaiters.append((id, size, c))
+        }
+    }
+
+    private func expireSpaceWaiter(_ id: UInt64) {
+        guard let i = spaceWaiters.firstIndex(where: { $0.id == id }) else { return }
+        let w = spaceWaiters.remove(at: i)
+        w.c.resume(throwing: WoodpeckerError(.bufferFull,
+            "writer buffer of \(config.writerBufferBytes) bytes stayed full for \(config.appendWaitTimeoutMs) ms; storage is slower than the append rate"))
+    }
+
+    private func releaseSpace() {
+        while let w = spaceWaiters.first, queuedBytes + inFlightBytes + w.needed <= config.writerBufferBytes {
+            spaceWaiters.removeFirst()
+            w.c.resume()
+        }
+    }
+
+    private var queuedCount: Int { queue.count - queueHead }
+
+    /// Starts as many blocks as the triggers and the in-flight bound allow; arms the interval timer otherwise.
+    private func pump() {
+        guard case .open = state else { return }
+        if rollPending || rolling {
+            maybeRoll()
+            return
+        }
+        while queuedCount > 0 && inFlight.count < config.maxInFlightBlocks && shouldFlushNow() {
+            startBlock()
+            if rollPending { break }
+        }
+        if rollPending { maybeRoll() }
+        if queuedCount > 0 { armTimer() }
+    }
+
+    private func shouldFlushNow() -> Bool {
+        if queuedBytes >= config.flushBytes || queuedCount >= config.flushMaxEntries { return true }
+        if config.flushWhenIdle && inFlight.isEmpty { return true }
+        let oldest = queue[queueHead].enqueuedAtMs
+        return Clock.monotonicMillis() - oldest >= config.flushIntervalMs
+    }
+
+    private func armTimer() {
+        guard !timerArmed else { return }
+        timerArmed = true
+        if timer == nil {
+            timer = LoopTimer(loop: loop) { [weak self] in
+                guard let self else { return }
+                self.assumeIsolated { $0.timerFired() }
+            }
+        }
+        timer!.start(afterMs: max(1, config.flushIntervalMs))
+    }
+
+    private func timerFired() {
+        timerArmed = false
+        if queuedCount > 0 && inFlight.count < config.maxInFlightBlocks && !rollPending && !rolling {
+            startBlock()
+        }
+        pump()
+    }
+
+    private func startBlock() {
+        guard var seg = segment else { return }
+        var entries: [SegmentEntry] = []
+        var continuations: [CheckedContinuation<LogMessageId, any Error>] = []
+        var bytes = 0
+        while queueHead < queue.count && entries.count < config.flushMaxEntries {
+            let size = queue[queueHead].entry.payload.readableBytes
+            if !entries.isEmpty && bytes + size > config.flushBytes { break }
+            entries.append(queue[queueHead].entry)
+            continuations.append(queue[queueHead].continuation)
+            bytes += size
+            queueHead += 1
+        }
+        if queueHead > 1024 && queueHead * 2 > queue.count {
+            queue.removeFirst(queueHead)
+            queueHead = 0
+        }
+        queuedBytes -= bytes
+        inFlightBytes += bytes
+        let blockNumber = seg.nextBlock
+        let first = seg.nextEntryId
+        seg.nextBlock += 1
+        seg.nextEntryId += Int64(entries.count)
+        seg.sizeBytes += bytes
+        if seg.sizeBytes >= config.segmentMaxBytes { rollPending = true }
+        segment = seg
+        let objects = seg.objects
+        let encoded = SegmentCodec.encodeBlock(blockNumber: blockNumber, firstEntryId: first, entries: entries,
+                                               includeHeader: blockNumber == 0)
+        inFlight.append(InFlight(blockNumber: blockNumber, firstEntryId: first, entries: entries,
+                                 continuations: continuations, bytes: bytes, encodedSize: encoded.readableBytes))
+        let segId = seg.id
+        Task(executorPreference: loop) {
+            let result = await Self.upload(objects, blockNumber, encoded)
+            self.blockFinished(segmentId: segId, blockNumber: blockNumber, result.map { _ in () })
+        }
+    }
+
+    /// Conditional put of a block. "Already exists" is success only if the object holds exactly our bytes
+    /// (a retried put that had landed); a fence object there means a newer writer took over.
+    private static func upload(_ objects: SegmentObjects, _ n: Int32, _ bytes: ByteBuffer) async -> Result<Void, WoodpeckerError> {
+        do {
+            try await objects.store.putIfAbsent(objects.blockKey(n), bytes)
+            return .success(())
+        } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
+            if let existing = try? await objects.store.get(objects.blockKey(n)), existing == bytes {
+                return .success(())
+            }
+            return .failure(WoodpeckerError(.lockLost,
+                "segment \(objects.dir) was fenced by a newer writer; reopen the writer to continue"))
+        } catch let e as WoodpeckerError {
+            return .failure(e)
+        } catch {
+            return .failure(WoodpeckerError(.ioFailure, "\(objects.blockKey(n)): \(error)"))
+        }
+    }
+
+    private func blockFinished(segmentId: Int64, blockNumber: Int32, _ result: Result<Void, WoodpeckerError>) {
+        guard let i = inFlight.firstIndex(where: { $0.blockNumber == blockNumber }), segment?.id == segmentId else { return }
+        switch result {
+        case .success:
+            let b = inFlight[i]
+            inFlight[i].result = .success(BlockInfo.of(b.blockNumber, b.firstEntryId, b.entries, size: b.encodedSize))
+        case let .failure(e):
+            inFlight[i].result = .failure(e)
+        }
+        completeInOrder()
+    }
+
+    /// Acknowledges finished blocks from the head, in order. The first failure fails every later block.
+    private func completeInOrder() {
+        var acked: [DecodedBlock] = []
+        while let head = inFlight.first, let result = head.result {
+            inFlight.removeFirst()
+            inFlightBytes -= head.bytes
+            switch result {
+            case let .success(info):
+                ack(head, info)
+                acked.append(DecodedBlock(info: info, entries: head.entries))
+            case let .failure(e):
+                fail(head, e)
+                for later in inFlight { fail(later, e) }
+                // Later uploads may still land; they sit past the failed block, so recovery and the footer
+                // exclude them. Their bytes are released when they finish (ignored by blockFinished).
+                inFlightBytes -= inFlight.reduce(0) { $0 + $1.bytes }
+                inFlight.removeAll()
+                if e.code == .lockLost {
+                    fenced(e)
+                } else {
+                    rollPending = true  // complete this segment at the last acked entry, continue in a new one
+                }
+            }
+        }
+        if !acked.isEmpty, let seg = segment {
+            log.publish(segmentId: seg.id, blocks: acked)
+        }
+        releaseSpace()
+        pump()
+        notifyProgress()
+    }
+
+    private func ack(_ b: InFlight, _ info: BlockInfo) {
+        guard var seg = segment else { return }
+        seg.blocks.append(info)
+        if seg.firstKey == nil { seg.firstKey = info.firstKey }
+        seg.lastKey = info.lastKey
+        seg.maxTimestamp = max(seg.maxTimestamp ?? .min, info.maxTimestamp)
+        segment = seg
+        for (k, c) in b.continuations.enumerated() {
+            c.resume(returning: LogMessageId(segmentId: seg.id, entryId: b.firstEntryId + Int64(k)))
+        }
+    }
+
+    private func fail(_ b: InFlight, _ e: WoodpeckerError) {
+        for c in b.continuations { c.resume(throwing: e) }
+    }
+
+    // MARK: rolling
+
+    private func maybeRoll() {
+        guard !rolling, inFlight.isEmpty, case .open = state else { return }
+        if !rollPending {
+            guard let seg = segment, seg.sizeBytes > 0, Clock.wallMillis() - seg.createdAtMs >= config.segmentMaxAgeMs else { return }
+        }
+        rolling = true
+        Task(executorPreference: loop) { await self.roll() }
+    }
+
+    /// Completes the current segment at its last acknowledged entry and opens the next one.
+    private func roll() async {
+        defer {
+            rolling = false
+            pump()
+            notifyProgress()
+        }
+        guard let seg = segment else { return }
+        var lastError: WoodpeckerError?
+        for attempt in 0..<config.controlRetries {
+            do {
+                try await completeOwn(seg)
+                segment = try await createSegment(seg.id + 1)
+                rollPending = false
+                return
+            } catch let e as WoodpeckerError {
+                if e.code == .lockLost || e.code == .revisionConflict || e.code == .segmentStateInvalid {
+                    fenced(WoodpeckerError(.lockLost, "log \(log.name): \(e.message); a newer writer owns the log"))
+                    return
+                }
+                lastError = e
+                await loop.sleep(ms: UInt64(50 << min(attempt, 5)))
+            } catch {
+                lastError = WoodpeckerError(.internalError, "\(error)")
+            }
+        }
+        // Storage or metadata keeps failing: fail what is queued so callers see the cause; stay retryable.
+        let e = lastError ?? WoodpeckerError(.internalError, "roll failed")
+        failQueued(WoodpeckerError(e.code, "log \(log.name): cannot roll segment \(seg.id): \(e.message)", retryable: true))
+    }
+
+    private func completeOwn(_ seg: Segment) async throws {
+        let lac = seg.blocks.last?.lastEntryId ?? -1
+        let footer = SegmentFooter(blocks: seg.blocks, lac: lac, compacted: false,
+                                   totalRecords: Int(lac + 1))
+        try await seg.objects.writeFooter(footer)
+        var meta = seg.meta
+        meta.state = .completed
+        meta.completionTimeMs = Clock.wallMillis()
+        meta.lastEntryId = lac
+        meta.sizeBytes = Int64(seg.blocks.reduce(0) { $0 + $1.size })
+        meta.firstKey = seg.firstKey
+        meta.lastKey = seg.lastKey
+        meta.maxTimestamp = seg.maxTimestamp
+        try await log.casSegmentMeta(meta, expectedRevision: seg.metaRevision)
+        await log.segmentCompleted(seg.id)
+    }
+
+    private func failQueued(_ e: WoodpeckerError) {
+        for p in queue[queueHead...] { p.continuation.resume(throwing: e) }
+        queue.removeAll()
+        queueHead = 0
+        queuedBytes = 0
+        releaseSpace()
+    }
+
+    private func fenced(_ e: WoodpeckerError) {
+        state = .failed(e)
+        failQueued(e)
+        for w in spaceWaiters { w.c.resume(throwing: e) }
+        spaceWaiters.removeAll()
+        notifyProgress()
+    }
+
+    private func notifyProgress() {
+        let ws = closeWaiters
+        closeWaiters.removeAll()
+        for w in ws { w.resume() }
+    }
+
+    // MARK: closing
+
+    /// Flushes everything buffered, completes the active segment and releases the writer. Appends after close fail.
+    public func close() async throws {
+        auditor?.cancel()
+        auditor = nil
+        if case .open = state {
+            while queuedCount > 0 || !inFlight.isEmpty || rolling {
+                if queuedCount > 0 && inFlight.count < config.maxInFlightBlocks && !rollPending && !rolling { startBlock() }
+                await withCheckedContinuation { closeWaiters.append($0) }
+            }
+            if case .open = state, let seg = segment {
+                state = .failed(WoodpeckerError(.clientClosed, "log \(log.name): writer is closed"))
+                try await completeOwn(seg)
+            }
+        }
+        timer?.close()
+        timer = nil
+        await log.writerClosed(self)
+    }
+
+    /// The id the next append would get if it were flushed now (for diagnostics and tests).
+    public var currentSegmentId: Int64? { segment?.id }
+    public var isWritable: Bool { if case .open = state { true } else { false } }
+}
+
+extension BlockInfo {
+    static func of(_ n: Int32, _ first: Int64, _ entries: [SegmentEntry], size encodedSize: Int) -> BlockInfo {
+        return BlockInfo(blockNumber: n, firstEntryId: first, lastEntryId: first + Int64(entries.count) - 1,
+                         firstKey: entries.first?.key ?? 0, lastKey: entries.last?.key ?? 0,
+                         maxTimestamp: entries.reduce(Int64.min) { max($0, $1.timestamp) }, size: encodedSize)
+    }
+}

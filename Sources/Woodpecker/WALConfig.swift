@@ -1,0 +1,35 @@
+import WoodpeckerCore
+
+/// Tunables of the MemoryBuffer write path and the background work of a log. Every field is a bound.
+public struct WALConfig: Sendable {
+    /// Flush the buffered entries when the oldest has waited this long.
+    public var flushIntervalMs: UInt64 = UInt64(Limits.flushIntervalMs)
+    /// Flush when this many bytes are buffered (also the target block size).
+    public var flushBytes: Int = Limits.flushBytes
+    /// Flush when this many entries are buffered (also the most entries per block).
+    public var flushMaxEntries: Int = Limits.flushMaxEntries
+    /// Flush at once when no block is in flight (lowest latency at low load; group commit under load).
+    public var flushWhenIdle: Bool = true
+    /// Blocks uploaded concurrently; acknowledgements still complete strictly in order.
+    public var maxInFlightBlocks: Int = 4
+    /// Bytes buffered or in flight per writer; appends beyond it wait (up to `appendWaitTimeoutMs`).
+    public var writerBufferBytes: Int = Limits.writerBufferBytes
+    public var appendWaitTimeoutMs: UInt64 = UInt64(Limits.appendWaitTimeoutMs)
+    /// Roll to a new segment past this size or age (age only when the segment holds data).
+    public var segmentMaxBytes: Int = Limits.segmentMaxBytes
+    public var segmentMaxAgeMs: Int64 = Int64(Limits.segmentMaxAgeMs)
+    /// Largest single entry.
+    public var maxEntryBytes: Int = Limits.maxEntrySizeBytes
+    /// Compaction merges completed segments' blocks into objects of about this size.
+    public var compactionTargetBytes: Int = Limits.compactionTargetBytes
+    /// How often a writer's auditor compacts, marks truncated segments and collects garbage (0 = never).
+    public var auditIntervalMs: UInt64 = 10_000
+    /// Decoded recent blocks kept in memory for tail readers, per log.
+    public var tailCacheBytes: Int = 32 * 1024 * 1024
+    /// Readers poll storage at this interval for appends made by another process (in-process appends wake them).
+    public var crossProcessPollMs: UInt64 = 100
+    /// Attempts for metadata and storage steps of fencing, completion and rolling.
+    public var controlRetries: Int = 5
+
+    public init() {}
+}

@@ -1,0 +1,135 @@
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerMetadata
+import WoodpeckerStorage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Entry point of the WAL: creates, opens, lists and deletes logs over one object store and one metadata store.
+/// All logs opened through one client share its event loop; a `Log` object is unique per name within a client,
+/// so that its writer wakes its readers directly.
+public final class WoodpeckerClient: Sendable {
+    public let loop: EventLoop
+    public let store: any ObjectStore
+    public let metadata: any MetadataStore
+    public let config: WALConfig
+    /// Object keys are `<objectPrefix><logId>/<segmentId>/...`.
+    public let objectPrefix: String
+    let keys: MetaKeys
+    /// Identifies this process in segment metadata (diagnostics only).
+    let writerName: String
+    private let registry: LogRegistry
+
+    public init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
+                metadataRoot: String = "woodpecker", objectPrefix: String = "") {
+        self.loop = loop
+        self.store = store
+        self.metadata = metadata
+        self.config = config
+        self.objectPrefix = objectPrefix
+        self.keys = MetaKeys(root: metadataRoot)
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, 255)
+        self.writerName = "\(String(cString: host))/\(getpid())"
+        self.registry = LogRegistry(loop: loop)
+    }
+
+    /// Creates a log; `.logAlreadyExists` if the name is taken. Log names are non-empty and contain no `/`.
+    @discardableResult
+    public func createLog(_ name: String) async throws -> Log {
+        try Self.validate(name)
+        for _ in 0..<max(1, config.controlRetries) {
+            let gen = try await metadata.get(keys.logIdGen)
+            let current = gen.map { Int64($0.stringValue) ?? 0 } ?? 0
+            let logId = current + 1
+            let meta = LogMeta(logId: logId, name: name, createTimeMs: Clock.wallMillis())
+            let genGuard: Compare = gen.map { .unchanged(keys.logIdGen, modRevision: $0.modRevision) } ?? .absent(keys.logIdGen)
+            let r = try await metadata.txn(
+                compare: [genGuard, .absent(keys.log(name))],
+                then: [.put(key: keys.logIdGen, value: Array(String(logId).utf8)),
+                       .put(key: keys.log(name), value: MetaCodec.encode(meta))],
+                else: [.get(key: keys.log(name))])
+            if r.succeeded { return await registry.log(name: name, logId: logId, client: self) }
+            if r.gets.first ?? nil != nil {
+                throw WoodpeckerError(.logAlreadyExists, "log \(name) already exists")
+            }
+            // The id counter moved under us: another log was created concurrently. Retry.
+        }
+        throw WoodpeckerError(.revisionConflict, "creating log \(name) kept racing with other creations; retry")
+    }
+
+    /// Opens an existing log; `.logNotFound` if there is none by that name.
+    public func openLog(_ name: String) async throws -> Log {
+        try Self.validate(name)
+        guard let kv = try await metadata.get(keys.log(name)) else {
+            throw WoodpeckerError(.logNotFound, "log \(name) does not exist; create it first")
+        }
+        let meta = try MetaCodec.decode(LogMeta.self, kv)
+        return await registry.log(name: name, logId: meta.logId, client: self)
+    }
+
+    /// Opens the log, creating it when missing.
+    public func openOrCreateLog(_ name: String) async throws -> Log {
+        do {
+            return try await openLog(name)
+        } catch let e as WoodpeckerError where e.code == .logNotFound {
+            do {
+                return try await createLog(name)
+            } catch let e as WoodpeckerError where e.code == .logAlreadyExists {
+                return try await openLog(name)
+            }
+        }
+    }
+
+    public func logExists(_ name: String) async throws -> Bool {
+        try await metadata.get(keys.log(name)) != nil
+    }
+
+    /// Names of all logs, sorted.
+    public func listLogs() async throws -> [String] {
+        let prefix = keys.logsPrefix
+        return try await metadata.range(prefix: prefix).compactMap { kv -> String? in
+            let rest = kv.key.dropFirst(prefix.count)
+            return rest.contains("/") ? nil : String(rest)
+        }
+    }
+
+    /// Deletes a log: its objects first, then its metadata. Idempotent.
+    public func deleteLog(_ name: String) async throws {
+        guard let kv = try await metadata.get(keys.log(name)) else { return }
+        let meta = try MetaCodec.decode(LogMeta.self, kv)
+        let objects = try await store.listAll(prefix: "\(objectPrefix)\(meta.logId)/").map(\.key)
+        try await store.delete(keys: objects)
+        _ = try await metadata.txn(compare: [.unchanged(keys.log(name), modRevision: kv.modRevision)],
+                                   then: [.deletePrefix(keys.segmentsPrefix(name)), .delete(key: keys.log(name))])
+        await registry.forget(name)
+    }
+
+    static func validate(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 249, !name.contains("/"), !name.contains(".."),
+              name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f })
+        else {
+            throw WoodpeckerError(.invalidArgument, "invalid log name \(name.debugDescription): use 1-249 printable characters without '/' or spaces")
+        }
+    }
+}
+
+/// Unique `Log` objects per name, on the client's loop.
+actor LogRegistry {
+    nonisolated let loop: EventLoop
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    private var logs: [String: Log] = [:]
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    func log(name: String, logId: Int64, client: WoodpeckerClient) -> Log {
+        if let l = logs[name], l.logId == logId { return l }
+        let l = Log(name: name, logId: logId, client: client)
+        logs[name] = l
+        return l
+    }
+
+    func forget(_ name: String) { logs[name] = nil }
+}
