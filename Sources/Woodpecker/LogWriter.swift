@@ -22,9 +22,12 @@ public actor LogWriter {
     let config: WALConfig
     let writerName: String
 
+    /// Called once, on the writer's loop, with the entry's id or the reason it failed.
+    public typealias Completion = @Sendable (Result<LogMessageId, WoodpeckerError>) -> Void
+
     private struct Pending {
         var entry: SegmentEntry
-        var continuation: CheckedContinuation<LogMessageId, any Error>
+        var completion: Completion
         var enqueuedAtMs: UInt64
     }
 
@@ -32,7 +35,7 @@ public actor LogWriter {
         var blockNumber: Int32
         var firstEntryId: Int64
         var entries: [SegmentEntry]
-        var continuations: [CheckedContinuation<LogMessageId, any Error>]
+        var completions: [Completion]
         var bytes: Int
         var encodedSize: Int
         var result: Result<BlockInfo, WoodpeckerError>?
@@ -75,6 +78,10 @@ public actor LogWriter {
     private var nextWaiterId: UInt64 = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var auditor: Task<Void, Never>?
+    /// Blocks and payload bytes made durable by this writer (for benchmarks and diagnostics).
+    public private(set) var blocksFlushed = 0
+    public private(set) var bytesFlushed = 0
+    public private(set) var encodedBytesFlushed = 0
 
     init(log: Log, loop: EventLoop, config: WALConfig, writerName: String) {
         self.log = log
@@ -138,11 +145,28 @@ public actor LogWriter {
             if case let .failed(e) = state { throw e }
         }
         return try await withCheckedThrowingContinuation { c in
-            queue.append(Pending(entry: SegmentEntry(key: key, timestamp: timestamp, payload: payload),
-                                 continuation: c, enqueuedAtMs: Clock.monotonicMillis()))
-            queuedBytes += size
-            pump()
+            enqueue(payload, key: key, timestamp: timestamp) { c.resume(with: $0.mapError { $0 }) }
         }
+    }
+
+    /// Enqueues an entry synchronously for a caller already running on the writer's loop, so that the caller can
+    /// keep its own numbering (e.g. Kafka offsets) in the same order as the log. The continuation is resumed
+    /// with the entry's id once durable, or with an error. The caller bounds its own input (no buffer wait here).
+    public nonisolated func enqueueOnLoop(_ payload: ByteBuffer, key: Int64, timestamp: Int64,
+                                          _ completion: @escaping Completion) {
+        assumeIsolated { $0.enqueue(payload, key: key, timestamp: timestamp, completion) }
+    }
+
+    private func enqueue(_ payload: ByteBuffer, key: Int64, timestamp: Int64, _ completion: @escaping Completion) {
+        if case let .failed(e) = state { return completion(.failure(e)) }
+        let size = payload.readableBytes
+        guard size > 0, size <= config.maxEntryBytes else {
+            return completion(.failure(WoodpeckerError(.invalidArgument, "entry of \(size) bytes: entries must hold 1...\(config.maxEntryBytes) bytes")))
+        }
+        queue.append(Pending(entry: SegmentEntry(key: key, timestamp: timestamp, payload: payload),
+                             completion: completion, enqueuedAtMs: Clock.monotonicMillis()))
+        queuedBytes += size
+        pump()
     }
 
     private func waitForSpace(_ size: Int) async throws {
@@ -219,13 +243,13 @@ public actor LogWriter {
     private func startBlock() {
         guard var seg = segment else { return }
         var entries: [SegmentEntry] = []
-        var continuations: [CheckedContinuation<LogMessageId, any Error>] = []
+        var completions: [Completion] = []
         var bytes = 0
         while queueHead < queue.count && entries.count < config.flushMaxEntries {
             let size = queue[queueHead].entry.payload.readableBytes
             if !entries.isEmpty && bytes + size > config.flushBytes { break }
             entries.append(queue[queueHead].entry)
-            continuations.append(queue[queueHead].continuation)
+            completions.append(queue[queueHead].completion)
             bytes += size
             queueHead += 1
         }
@@ -246,7 +270,7 @@ public actor LogWriter {
         let encoded = SegmentCodec.encodeBlock(blockNumber: blockNumber, firstEntryId: first, entries: entries,
                                                includeHeader: blockNumber == 0)
         inFlight.append(InFlight(blockNumber: blockNumber, firstEntryId: first, entries: entries,
-                                 continuations: continuations, bytes: bytes, encodedSize: encoded.readableBytes))
+                                 completions: completions, bytes: bytes, encodedSize: encoded.readableBytes))
         let segId = seg.id
         Task(executorPreference: loop) {
             let result = await Self.upload(objects, blockNumber, encoded)
@@ -319,18 +343,21 @@ public actor LogWriter {
 
     private func ack(_ b: InFlight, _ info: BlockInfo) {
         guard var seg = segment else { return }
+        blocksFlushed += 1
+        bytesFlushed += b.bytes
+        encodedBytesFlushed += b.encodedSize
         seg.blocks.append(info)
         if seg.firstKey == nil { seg.firstKey = info.firstKey }
         seg.lastKey = info.lastKey
         seg.maxTimestamp = max(seg.maxTimestamp ?? .min, info.maxTimestamp)
         segment = seg
-        for (k, c) in b.continuations.enumerated() {
-            c.resume(returning: LogMessageId(segmentId: seg.id, entryId: b.firstEntryId + Int64(k)))
+        for (k, c) in b.completions.enumerated() {
+            c(.success(LogMessageId(segmentId: seg.id, entryId: b.firstEntryId + Int64(k))))
         }
     }
 
     private func fail(_ b: InFlight, _ e: WoodpeckerError) {
-        for c in b.continuations { c.resume(throwing: e) }
+        for c in b.completions { c(.failure(e)) }
     }
 
     // MARK: rolling
@@ -393,7 +420,7 @@ public actor LogWriter {
     }
 
     private func failQueued(_ e: WoodpeckerError) {
-        for p in queue[queueHead...] { p.continuation.resume(throwing: e) }
+        for p in queue[queueHead...] { p.completion(.failure(e)) }
         queue.removeAll()
         queueHead = 0
         queuedBytes = 0

@@ -1,0 +1,131 @@
+import KafkaProtocol
+import WoodpeckerCore
+
+extension Broker {
+    func createTopics(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let req = try decode(CreateTopicsRequest.self, r)
+        var resp = CreateTopicsResponse()
+        for t in req.topics {
+            var res = CreateTopicsResponse.CreatableTopicResult(name: t.name)
+            res.errorMessage = nil
+            var configs: [String: String] = [:]
+            for c in t.configs { if let v = c.value { configs[c.name] = v } }
+            do {
+                if t.replicationFactor > 1 {
+                    throw TopicManager.CreateError.invalidConfig("replication factor \(t.replicationFactor): this broker stores data in object storage; use 1 or -1")
+                }
+                let rec = try await topics.create(t.name, partitions: t.numPartitions, configs: configs, validateOnly: req.validateOnly)
+                res.topicId = rec.topicId
+                res.numPartitions = rec.partitions
+                res.replicationFactor = 1
+                if r.version >= 5 {
+                    res.configs = rec.configs.sorted { $0.key < $1.key }.map {
+                        .init(name: $0.key, value: $0.value, readOnly: false, configSource: 5, isSensitive: false)
+                    }
+                }
+            } catch let e as TopicManager.CreateError {
+                switch e {
+                case .exists: res.errorCode = KafkaErrorCode.topicAlreadyExists.rawValue
+                    res.errorMessage = "Topic '\(t.name)' already exists."
+                case .invalidName: res.errorCode = KafkaErrorCode.invalidTopicException.rawValue
+                    res.errorMessage = "invalid topic name \(t.name)"
+                case .invalidPartitions: res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
+                    res.errorMessage = "invalid partition count \(t.numPartitions)"
+                case let .invalidConfig(m): res.errorCode = KafkaErrorCode.invalidConfig.rawValue
+                    res.errorMessage = m
+                }
+            }
+            resp.topics.append(res)
+        }
+        return respond(resp, r)
+    }
+
+    func deleteTopics(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let req = try decode(DeleteTopicsRequest.self, r)
+        var resp = DeleteTopicsResponse()
+        var names: [(String?, KafkaUUID)] = req.topicNames.map { ($0, .zero) }
+        names += req.topics.map { ($0.name, $0.topicId) }
+        for (name, id) in names {
+            var res = DeleteTopicsResponse.DeletableTopicResult(name: name, topicId: id)
+            var resolved = name
+            if resolved == nil {
+                resolved = await topics.allTopics().first { $0.topicId == id }?.name
+            }
+            guard let topicName = resolved else {
+                res.errorCode = KafkaErrorCode.unknownTopicId.rawValue
+                resp.responses.append(res)
+                continue
+            }
+            res.name = topicName
+            do {
+                if !(try await topics.delete(topicName)) { res.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue }
+            } catch {
+                res.errorCode = KafkaErrorCode.kafkaStorageError.rawValue
+                res.errorMessage = "\(error)"
+            }
+            resp.responses.append(res)
+        }
+        return respond(resp, r)
+    }
+
+    func createPartitions(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let req = try decode(CreatePartitionsRequest.self, r)
+        var resp = CreatePartitionsResponse()
+        for t in req.topics {
+            var res = CreatePartitionsResponse.CreatePartitionsTopicResult(name: t.name)
+            guard let cur = try await topics.topic(t.name) else {
+                res.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue
+                resp.results.append(res)
+                continue
+            }
+            if t.count <= cur.partitions || t.count > 10_000 {
+                res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
+                res.errorMessage = "Topic currently has \(cur.partitions) partitions, which is higher than or equal to the requested \(t.count)."
+            } else if !req.validateOnly {
+                try await topics.addPartitions(t.name, to: t.count)
+            }
+            resp.results.append(res)
+        }
+        return respond(resp, r)
+    }
+
+    /// DescribeConfigs for topics (every config with its value and whether it is the default) and the broker.
+    func describeConfigs(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let req = try decode(DescribeConfigsRequest.self, r)
+        var resp = DescribeConfigsResponse()
+        for res in req.resources {
+            var out = DescribeConfigsResponse.DescribeConfigsResult(resourceType: res.resourceType, resourceName: res.resourceName)
+            out.errorMessage = nil
+            var entries: [String: String] = [:]
+            switch res.resourceType {
+            case 2:  // topic
+                guard let t = try await topics.topic(res.resourceName) else {
+                    out.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue
+                    resp.results.append(out)
+                    continue
+                }
+                entries = t.configs
+            case 4:  // broker
+                entries = ["broker.id": String(config.nodeId), "num.partitions": String(config.defaultPartitions),
+                           "auto.create.topics.enable": String(config.autoCreateTopics),
+                           "socket.request.max.bytes": String(config.maxRequestBytes)]
+            default:
+                out.errorCode = KafkaErrorCode.invalidRequest.rawValue
+                out.errorMessage = "unsupported resource type \(res.resourceType)"
+                resp.results.append(out)
+                continue
+            }
+            let wanted = res.configurationKeys.map(Set.init)
+            for (k, v) in entries.sorted(by: { $0.key < $1.key }) where wanted?.contains(k) ?? true {
+                let isDefault = res.resourceType == 2 && config.defaultTopicConfigs[k] == v
+                var e = DescribeConfigsResponse.DescribeConfigsResult.DescribeConfigsResourceResult(name: k, value: v)
+                e.isDefault = isDefault
+                e.configSource = isDefault ? 5 : (res.resourceType == 2 ? 1 : 4)
+                e.documentation = nil
+                out.configs.append(e)
+            }
+            resp.results.append(out)
+        }
+        return respond(resp, r)
+    }
+}

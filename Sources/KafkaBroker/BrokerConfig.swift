@@ -1,0 +1,38 @@
+import WoodpeckerCore
+
+/// Settings of one `woodpecker broker`. Every field can come from the config file, the environment
+/// (`WOODPECKER_<NAME>`) or a flag; see README "Configuration".
+public struct BrokerConfig: Sendable {
+    public var listenHost = "127.0.0.1"
+    public var listenPort = 9092
+    /// Host and port clients are told to connect to (Metadata, FindCoordinator).
+    public var advertisedHost = "127.0.0.1"
+    public var advertisedPort = 9092
+    public var nodeId: Int32 = 0
+    public var clusterId = "woodpecker-cluster"
+    public var dataDir = "./data"
+    /// Largest request frame; a larger one closes the connection with a log line.
+    public var maxRequestBytes = Limits.maxRequestSizeBytes
+    /// Connections idle this long are closed (0 = never).
+    public var idleTimeoutMs: UInt64 = 600_000
+    /// Requests read but not yet answered per connection before the broker stops reading from it.
+    public var maxInFlightRequestsPerConnection = 1_000
+    public var autoCreateTopics = true
+    public var defaultPartitions: Int32 = 1
+    /// Topic config defaults (overridable per topic at creation).
+    public var defaultTopicConfigs: [String: String] = [
+        "retention.ms": "604800000",
+        "retention.bytes": "-1",
+        "max.message.bytes": "1048588",
+        "message.timestamp.type": "CreateTime",
+        "cleanup.policy": "delete",
+        "segment.bytes": "268435456",
+        "segment.ms": "600000",
+    ]
+    /// How often retention is enforced.
+    public var retentionCheckIntervalMs: UInt64 = 30_000
+    /// Recent batches scanned per partition at startup to rebuild idempotent-producer state.
+    public var producerStateRecoveryEntries = 10_000
+
+    public init() {}
+}

@@ -1,0 +1,165 @@
+import KafkaProtocol
+import WoodpeckerCore
+import WoodpeckerIO
+
+/// One client connection: frames requests, hands each to the broker, and writes responses strictly in request
+/// order (a request answered early waits in its slot until every earlier one is written).
+///
+/// Bounds: a frame larger than `maxRequestBytes` closes the connection; at most
+/// `maxInFlightRequestsPerConnection` requests or `maxInFlightBytes` request bytes are outstanding before the
+/// connection stops reading (backpressure reaches the client through TCP). Loop thread only.
+final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
+    let broker: Broker
+    let id: UInt64
+    weak var tcp: TCPConnection?
+    private var slots: [Slot] = []
+    private var slotHead = 0
+    private var nextSeq: UInt64 = 0
+    private var firstSeq: UInt64 = 0
+    private var inFlightBytes = 0
+    private var pausedByUs = false
+    private var closed = false
+    /// Fulfilled once the latest Produce request has assigned its offsets: the next one waits for it, so that
+    /// batches from one connection get offsets in request order (idempotent producers rely on it).
+    private var lastProduceAssigned: Promise<Void>?
+    static let maxInFlightBytes = 128 * 1024 * 1024
+
+    private struct Slot {
+        var response: ByteBuffer?
+        var done = false
+        var requestBytes: Int
+    }
+
+    init(broker: Broker, id: UInt64) {
+        self.broker = broker
+        self.id = id
+    }
+
+    func connectionActive(_ connection: TCPConnection) {
+        tcp = connection
+    }
+
+    func connectionRead(_ connection: TCPConnection, _ data: inout ByteBuffer) {
+        tcp = connection
+        while !closed && data.readableBytes >= 4 {
+            guard let size = try? data.getInteger(at: data.readerIndex, as: Int32.self) else { return }
+            guard size >= 8, Int(size) <= broker.config.maxRequestBytes else {
+                Diagnostics.warn("closing connection from \(connection.peerAddress): request frame of \(size) bytes (limit \(broker.config.maxRequestBytes))")
+                return abort(connection)
+            }
+            guard data.readableBytes >= 4 + Int(size) else { break }
+            try? data.skip(4)
+            guard let frame = try? data.readSlice(length: Int(size)) else { return }
+            handleFrame(frame, connection)
+        }
+        applyBackpressure(connection)
+    }
+
+    private func handleFrame(_ frame: ByteBuffer, _ connection: TCPConnection) {
+        var body = frame
+        let header: RequestHeader
+        do {
+            header = try KafkaHeaders.decodeRequestHeader(from: &body)
+        } catch {
+            Diagnostics.warn("closing connection from \(connection.peerAddress): malformed request header: \(error)")
+            return abort(connection)
+        }
+        let seq = nextSeq
+        nextSeq += 1
+        slots.append(Slot(requestBytes: frame.readableBytes))
+        inFlightBytes += frame.readableBytes
+        var request = KafkaRequest(apiKey: header.requestApiKey, version: header.requestApiVersion,
+                                   correlationId: header.correlationId, clientId: header.clientId, body: body,
+                                   peer: connection.peerAddress)
+        if header.requestApiKey == ApiKey.produce.rawValue {
+            let assigned = Promise<Void>()
+            request.produceOrder = ProduceOrder(after: lastProduceAssigned, assigned: assigned)
+            lastProduceAssigned = assigned
+        }
+        let broker = broker
+        Task(executorPreference: broker.loop) {
+            let outcome = await broker.handle(request)
+            self.complete(seq, outcome)
+        }
+    }
+
+    private func complete(_ seq: UInt64, _ outcome: KafkaResponseOutcome) {
+        broker.loop.preconditionInLoop()
+        guard !closed, let connection = tcp else { return }
+        let i = slotHead + Int(seq - firstSeq)
+        switch outcome {
+        case let .respond(frame): slots[i].response = frame
+        case .noResponse: break
+        case let .close(reason):
+            Diagnostics.warn("closing connection from \(connection.peerAddress): \(reason)")
+            return abort(connection)
+        }
+        slots[i].done = true
+        while slotHead < slots.count && slots[slotHead].done {
+            if let r = slots[slotHead].response { connection.write(r) }
+            inFlightBytes -= slots[slotHead].requestBytes
+            slotHead += 1
+            firstSeq += 1
+        }
+        if slotHead > 256 && slotHead * 2 > slots.count {
+            slots.removeFirst(slotHead)
+            slotHead = 0
+        }
+        applyBackpressure(connection)
+    }
+
+    private func applyBackpressure(_ connection: TCPConnection) {
+        let outstanding = slots.count - slotHead
+        let over = outstanding >= broker.config.maxInFlightRequestsPerConnection || inFlightBytes >= Self.maxInFlightBytes
+            || !connection.isWritable
+        if over && !pausedByUs {
+            pausedByUs = true
+            connection.pauseReading()
+        } else if !over && pausedByUs {
+            pausedByUs = false
+            connection.resumeReading()
+        }
+    }
+
+    func connectionWritabilityChanged(_ connection: TCPConnection, writable: Bool) {
+        applyBackpressure(connection)
+    }
+
+    private func abort(_ connection: TCPConnection) {
+        closed = true
+        connection.close()
+    }
+
+    func connectionClosed(_ connection: TCPConnection, error: WoodpeckerError?) {
+        closed = true
+        slots.removeAll()
+        broker.connectionClosed(id)
+    }
+}
+
+/// A decoded request header and the undecoded body.
+struct KafkaRequest: Sendable {
+    var apiKey: Int16
+    var version: Int16
+    var correlationId: Int32
+    var clientId: String?
+    var body: ByteBuffer
+    var peer: String
+    var produceOrder: ProduceOrder?
+}
+
+/// Orders offset assignment of the Produce requests of one connection.
+struct ProduceOrder: Sendable {
+    /// The previous Produce request's promise (nil for the first).
+    var after: Promise<Void>?
+    /// This request's: fulfilled once all of its batches have offsets.
+    var assigned: Promise<Void>
+}
+
+enum KafkaResponseOutcome: Sendable {
+    case respond(ByteBuffer)
+    /// acks=0 produce: the client expects nothing.
+    case noResponse
+    /// Malformed or unsupported: close this connection only.
+    case close(String)
+}

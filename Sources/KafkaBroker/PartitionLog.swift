@@ -1,0 +1,297 @@
+import KafkaProtocol
+import Woodpecker
+import WoodpeckerCore
+import WoodpeckerIO
+
+/// One topic-partition on one Woodpecker log: each produced record batch is one entry whose key is the batch's
+/// last offset and whose timestamp is its max timestamp.
+///
+/// Guarantees: offsets are assigned densely in produce order; a produce is answered only once its entry is
+/// durable; the high watermark is the last acknowledged offset + 1 and never moves backwards; a fetch never
+/// returns data at or past the high watermark; waiting fetches are woken by acknowledgements.
+actor PartitionLog {
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    nonisolated let topic: String
+    nonisolated let partition: Int32
+    nonisolated let loop: EventLoop
+    let log: Log
+    private var writer: LogWriter
+    let brokerConfig: BrokerConfig
+    let appendSignal: AppendSignal
+
+    /// Next offset to assign.
+    private(set) var logEndOffset: Int64 = 0
+    /// Last acknowledged offset + 1.
+    private(set) var highWatermark: Int64 = 0
+    private(set) var logStartOffset: Int64 = 0
+    /// Offset and timestamp of the batch with the largest max timestamp (for ListOffsets -3).
+    private var maxTimestamp: (timestamp: Int64, offset: Int64) = (-1, -1)
+    private var producers = ProducerStateTable()
+    /// Readers parked at the offset they will return next, for sequential consumers (bounded).
+    private var readers: [Int64: ParkedReader] = [:]
+    private static let maxParkedReaders = 16
+    private var failed: WoodpeckerError?
+
+    struct ParkedReader {
+        var reader: LogReader
+        /// Entries read ahead but not yet returned.
+        var pending: [LogEntry]
+    }
+
+    private init(topic: String, partition: Int32, loop: EventLoop, log: Log, writer: LogWriter, config: BrokerConfig,
+                 appendSignal: AppendSignal) {
+        self.appendSignal = appendSignal
+        self.topic = topic
+        self.partition = partition
+        self.loop = loop
+        self.log = log
+        self.writer = writer
+        self.brokerConfig = config
+    }
+
+    static func logName(topic: String, partition: Int32) -> String { "\(topic)-\(partition)" }
+
+    /// Opens (creating if needed) the partition's log, takes over its writer (fencing any older one) and
+    /// recovers offsets and idempotent-producer state from the log.
+    static func open(topic: String, partition: Int32, client: WoodpeckerClient, config: BrokerConfig,
+                     appendSignal: AppendSignal) async throws -> PartitionLog {
+        let log = try await client.openOrCreateLog(logName(topic: topic, partition: partition))
+        let writer = try await log.openWriter()
+        let p = PartitionLog(topic: topic, partition: partition, loop: client.loop, log: log, writer: writer, config: config,
+                             appendSignal: appendSignal)
+        try await p.recover()
+        return p
+    }
+
+    private func recover() async throws {
+        if let last = try await log.lastEntry() {
+            logEndOffset = last.key + 1
+        }
+        highWatermark = logEndOffset
+        let earliest = try await log.openReader(from: .earliest)
+        if let first = try await earliest.next(maxEntries: 1, maxBytes: 1).first, let h = try? RecordBatchHeader(parsing: first.payload) {
+            logStartOffset = h.baseOffset
+        } else {
+            logStartOffset = logEndOffset
+        }
+        await earliest.close()
+        // Idempotent-producer windows and the max timestamp from the most recent entries.
+        let tailFrom = max(logStartOffset, logEndOffset - Int64(brokerConfig.producerStateRecoveryEntries))
+        if tailFrom < logEndOffset {
+            let r = try await log.openReader(from: .key(tailFrom))
+            var seen = 0
+            while seen < brokerConfig.producerStateRecoveryEntries {
+                let batch = try await r.next(maxEntries: 1000, maxBytes: 16 << 20)
+                if batch.isEmpty { break }
+                for e in batch {
+                    guard let h = try? RecordBatchHeader(parsing: e.payload) else { continue }
+                    producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence,
+                                     lastSeq: h.baseSequence &+ h.lastOffsetDelta, baseOffset: h.baseOffset)
+                    if h.maxTimestamp >= maxTimestamp.timestamp { maxTimestamp = (h.maxTimestamp, h.baseOffset) }
+                }
+                seen += batch.count
+            }
+            await r.close()
+        }
+    }
+
+    // MARK: produce
+
+    struct ProduceResult: Sendable {
+        var error: KafkaErrorCode
+        var baseOffset: Int64 = -1
+        var logAppendTimeMs: Int64 = -1
+        var logStartOffset: Int64 = -1
+        var message: String?
+    }
+
+    /// Assigns offsets to one validated batch and queues it for the log, synchronously, so that batches submitted
+    /// in order get increasing offsets. The promise is fulfilled once the entry is durable (or failed).
+    /// `logAppendTime` rewrites the batch's timestamps (and CRC) to the broker time.
+    func submit(_ batch: RecordBatch, logAppendTime: Bool) -> Promise<ProduceResult> {
+        if let failed { return Promise(ProduceResult(error: .notLeaderOrFollower, message: failed.message)) }
+        var batch = batch
+        let h = batch.header
+        let lastSeq = h.baseSequence &+ h.lastOffsetDelta
+        switch producers.check(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence, lastSeq: lastSeq) {
+        case let .duplicate(base):
+            return Promise(ProduceResult(error: .none, baseOffset: base, logStartOffset: logStartOffset))
+        case let .reject(code):
+            return Promise(ProduceResult(error: code, logStartOffset: logStartOffset))
+        case .accept:
+            break
+        }
+        let base = logEndOffset
+        let last = base + Int64(h.lastOffsetDelta)
+        logEndOffset = last + 1
+        batch.setBaseOffset(base)
+        var appendTime: Int64 = -1
+        var ts = h.maxTimestamp
+        if logAppendTime {
+            appendTime = Clock.wallMillis()
+            batch.setLogAppendTime(appendTime)
+            ts = appendTime
+        }
+        producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence, lastSeq: lastSeq,
+                         baseOffset: base)
+        let promise = Promise<ProduceResult>()
+        writer.enqueueOnLoop(batch.bytes, key: last, timestamp: ts) { [self] result in
+            self.assumeIsolated { p in
+                switch result {
+                case .success:
+                    if last + 1 > p.highWatermark { p.highWatermark = last + 1 }
+                    if ts >= p.maxTimestamp.timestamp { p.maxTimestamp = (ts, base) }
+                    p.wakeAll()
+                    promise.fulfill(ProduceResult(error: .none, baseOffset: base, logAppendTimeMs: appendTime,
+                                                  logStartOffset: p.logStartOffset))
+                case let .failure(e):
+                    p.producers.forget(producerId: h.producerId, firstSeq: h.baseSequence, baseOffset: base)
+                    Task(executorPreference: p.loop) { promise.fulfill(await p.appendFailed(e, base: base)) }
+                }
+            }
+        }
+        return promise
+    }
+
+    private func appendFailed(_ e: WoodpeckerError, base: Int64) async -> ProduceResult {
+        Diagnostics.warn("\(topic)-\(partition): append at offset \(base) failed: \(e)")
+        if e.code == .lockLost || e.code == .clientClosed {
+            // Another broker took this partition's log: stop writing here.
+            failed = e
+            return ProduceResult(error: .notLeaderOrFollower, message: e.message)
+        }
+        // Offsets after the failure were assigned to batches that will fail too; restart numbering after the
+        // last acknowledged offset once everything in flight has settled.
+        if highWatermark < logEndOffset && !writerReopening {
+            writerReopening = true
+            await reopenWriter()
+            writerReopening = false
+        }
+        return ProduceResult(error: e.isRetryable ? .kafkaStorageError : .unknownServerError, message: e.message)
+    }
+
+    private var writerReopening = false
+
+    /// After a storage failure: a fresh writer (which seals the old segment at its last durable entry) and offsets
+    /// continuing from the log's real end.
+    private func reopenWriter() async {
+        do {
+            try? await writer.close()
+            writer = try await log.openWriter()
+            if let lastEntry = try await log.lastEntry() {
+                logEndOffset = lastEntry.key + 1
+            } else {
+                logEndOffset = logStartOffset
+            }
+            if highWatermark > logEndOffset { logEndOffset = highWatermark }
+        } catch {
+            Diagnostics.error("\(topic)-\(partition): cannot reopen the log writer: \(error)")
+        }
+    }
+
+    // MARK: fetch
+
+    /// Whole batches starting with the one containing `offset`, up to `maxBytes` (the first batch always, even if
+    /// larger). Never past the high watermark.
+    func read(from offset: Int64, maxBytes: Int) async throws -> [ByteBuffer] {
+        guard offset < highWatermark, offset >= logStartOffset else { return [] }
+        var parked = try await takeReader(at: offset)
+        var out: [ByteBuffer] = []
+        var total = 0
+        var nextOffset = offset
+        while true {
+            if parked.pending.isEmpty {
+                parked.pending = try await parked.reader.next(maxEntries: 256, maxBytes: max(maxBytes - total, 1 << 20))
+                if parked.pending.isEmpty { break }
+            }
+            let e = parked.pending[0]
+            if e.key < nextOffset {  // a batch wholly before the requested offset (seek landed early)
+                parked.pending.removeFirst()
+                continue
+            }
+            let size = e.payload.readableBytes
+            if !out.isEmpty && total + size > maxBytes { break }
+            out.append(e.payload)
+            total += size
+            nextOffset = e.key + 1
+            parked.pending.removeFirst()
+            if total >= maxBytes || nextOffset >= highWatermark { break }
+        }
+        park(parked, at: nextOffset)
+        return out
+    }
+
+    private func takeReader(at offset: Int64) async throws -> ParkedReader {
+        if let r = readers.removeValue(forKey: offset) { return r }
+        let r = try await log.openReader(from: .key(offset))
+        return ParkedReader(reader: r, pending: [])
+    }
+
+    private func park(_ r: ParkedReader, at offset: Int64) {
+        if let old = readers.updateValue(r, forKey: offset) {
+            Task(executorPreference: loop) { await old.reader.close() }
+        }
+        if readers.count > Self.maxParkedReaders, let victim = readers.keys.min() {
+            let v = readers.removeValue(forKey: victim)!
+            Task(executorPreference: loop) { await v.reader.close() }
+        }
+    }
+
+    private func wakeAll() { appendSignal.signal() }
+
+    // MARK: offsets
+
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else the first offset with timestamp >= ts.
+    func offset(forTimestamp ts: Int64) async throws -> (offset: Int64, timestamp: Int64) {
+        switch ts {
+        case -1: return (highWatermark, -1)
+        case -2: return (logStartOffset, -1)
+        case -3: return maxTimestamp.offset >= 0 ? (maxTimestamp.offset, maxTimestamp.timestamp) : (-1, -1)
+        default:
+            let r = try await log.openReader(from: .timestamp(ts))
+            defer { Task(executorPreference: loop) { await r.close() } }
+            guard let e = try await r.next(maxEntries: 1, maxBytes: 1).first, e.key < highWatermark else { return (-1, -1) }
+            // The batch holds the first record at or after `ts`; find that record's exact offset.
+            let batch = try RecordBatch(bytes: e.payload)
+            let base = batch.header.baseOffset
+            for r in try batch.records() {
+                let t = batch.header.baseTimestamp + r.timestampDelta
+                if t >= ts { return (base + Int64(r.offsetDelta), t) }
+            }
+            return (base, batch.header.maxTimestamp)
+        }
+    }
+
+    // MARK: retention
+
+    /// Truncates whole segments older than `retentionMs` or beyond `retentionBytes` (never the active one),
+    /// advancing the log start offset. Returns the new log start offset.
+    func enforceRetention(retentionMs: Int64, retentionBytes: Int64) async throws -> Int64 {
+        let segments = try await log.segmentMetas().filter { $0.value.state != .active && $0.value.state != .truncated }
+        var cut: (segment: Int64, lastEntry: Int64, lastKey: Int64)?
+        let now = Clock.wallMillis()
+        var bytesAfter = segments.reduce(Int64(0)) { $0 + $1.value.sizeBytes }
+        for s in segments {
+            let m = s.value
+            let tooOld = retentionMs >= 0 && (m.maxTimestamp ?? now) < now - retentionMs
+            let tooBig = retentionBytes >= 0 && bytesAfter > retentionBytes
+            guard tooOld || tooBig, let lastKey = m.lastKey, m.lastEntryId >= 0 else { break }
+            cut = (m.segmentId, m.lastEntryId, lastKey)
+            bytesAfter -= m.sizeBytes
+        }
+        if let cut {
+            try await log.truncate(upTo: Woodpecker.LogMessageId(segmentId: cut.segment, entryId: cut.lastEntry))
+            logStartOffset = max(logStartOffset, cut.lastKey + 1)
+            readers = readers.filter { $0.key >= logStartOffset }
+            await log.audit()
+        }
+        return logStartOffset
+    }
+
+    func close() async {
+        for (_, r) in readers { await r.reader.close() }
+        readers.removeAll()
+        wakeAll()
+        try? await writer.close()
+    }
+}

@@ -1,0 +1,107 @@
+import KafkaProtocol
+import WoodpeckerCore
+
+extension Broker {
+    /// Produce v3-11: validate each partition's batch, assign offsets in request order, answer after durability
+    /// (acks 1/-1) or not at all (acks 0). v0-2 are advertised for old clients' feature probes and refused.
+    func produce(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let order = r.produceOrder
+        defer { if let order, !order.assigned.isFulfilled { order.assigned.fulfill(()) } }
+        let req = try decode(ProduceRequest.self, r)
+        if let after = order?.after { await after.value }
+
+        var pending: [(topic: Int, partition: Int32, promise: Promise<PartitionLog.ProduceResult>)] = []
+        var response = ProduceResponse()
+        for (ti, t) in req.topicData.enumerated() {
+            response.responses.append(.init(name: t.name, partitionResponses: []))
+            for p in t.partitionData {
+                let immediate = await admit(r, req, topic: t.name, partition: p)
+                switch immediate {
+                case let .left(result):
+                    pending.append((ti, p.index, Promise(result)))
+                case let .right(promise):
+                    pending.append((ti, p.index, promise))
+                }
+            }
+        }
+        order?.assigned.fulfill(())
+        if req.acks == 0 { return .noResponse }
+        for (ti, index, promise) in pending {
+            let res = await promise.value
+            if res.error != .none {
+                Diagnostics.debug("produce \(req.topicData[ti].name)-\(index): \(res.error) \(res.message ?? "")")
+            }
+            response.responses[ti].partitionResponses.append(.init(
+                index: index, errorCode: res.error.rawValue, baseOffset: res.baseOffset,
+                logAppendTimeMs: res.logAppendTimeMs, logStartOffset: res.logStartOffset,
+                errorMessage: res.error == .none ? nil : res.message))
+        }
+        return respond(response, r)
+    }
+
+    private enum Either<L, R> {
+        case left(L)
+        case right(R)
+    }
+
+    /// Checks one partition's records and submits them; an error result is returned at once.
+    private func admit(_ r: KafkaRequest, _ req: ProduceRequest, topic: String,
+                       partition p: ProduceRequest.PartitionProduceData) async -> Either<PartitionLog.ProduceResult, Promise<PartitionLog.ProduceResult>> {
+        typealias Result = PartitionLog.ProduceResult
+        if r.version < 3 {
+            return .left(Result(error: .unsupportedVersion, message: "Produce v\(r.version) (message format < 2) is not supported; use v3+"))
+        }
+        guard req.acks == 0 || req.acks == 1 || req.acks == -1 else { return .left(Result(error: .invalidRequiredAcks)) }
+        if req.transactionalId != nil {
+            return .left(Result(error: .transactionalIdAuthorizationFailed, message: "transactions are not supported"))
+        }
+        let topicRecord: TopicRecord?
+        let partition: PartitionLog?
+        do {
+            topicRecord = try await topics.topic(topic)
+            partition = try await topics.partition(topic, p.index)
+        } catch {
+            return .left(Result(error: .kafkaStorageError, message: "\(error)"))
+        }
+        guard let topicRecord, let partition else { return .left(Result(error: .unknownTopicOrPartition)) }
+        guard let records = p.records, records.readableBytes > 0 else {
+            return .left(Result(error: .invalidRecord, message: "empty records"))
+        }
+        let maxBytes = Int(topicRecord.configs["max.message.bytes"] ?? "") ?? 1_048_588
+        if records.readableBytes > maxBytes {
+            return .left(Result(error: .messageTooLarge, message: "\(records.readableBytes) bytes > max.message.bytes \(maxBytes)"))
+        }
+        let batches: [RecordBatch]
+        do {
+            batches = try RecordBatch.split(records)
+            for b in batches {
+                try b.validate()
+                if b.header.isTransactional || b.header.isControl {
+                    return .left(Result(error: .invalidRecord, message: "transactional and control batches are not supported"))
+                }
+            }
+        } catch let e as RecordBatchError {
+            return .left(Result(error: e.kafkaErrorCode, message: e.message))
+        } catch {
+            return .left(Result(error: .corruptMessage, message: "\(error)"))
+        }
+        guard !batches.isEmpty else { return .left(Result(error: .invalidRecord, message: "no record batch")) }
+        let appendTime = topicRecord.configs["message.timestamp.type"] == "LogAppendTime"
+        // Several batches in one partition: submit all in order; report the first batch's offset.
+        var first: Promise<Result>?
+        var last: Promise<Result>?
+        for b in batches {
+            let promise = await partition.submit(b, logAppendTime: appendTime)
+            if first == nil { first = promise }
+            last = promise
+        }
+        guard let first, let last, first !== last else { return .right(first!) }
+        let combined = Promise<Result>()
+        Task(executorPreference: loop) {
+            let f = await first.value
+            let l = await last.value
+            combined.fulfill(l.error == .none ? f : l)
+        }
+        return .right(combined)
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+import KafkaProtocol
+import Woodpecker
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerMetadata
+
+/// A topic as stored under `<prefix>/topics/<name>` in the metadata store.
+struct TopicRecord: Codable, Sendable, Equatable {
+    var name: String
+    var topicIdHigh: UInt64
+    var topicIdLow: UInt64
+    var partitions: Int32
+    var configs: [String: String]
+    var createTimeMs: Int64
+
+    var topicId: KafkaUUID { KafkaUUID(high: topicIdHigh, low: topicIdLow) }
+}
+
+/// Topics and their partitions: creation (explicit or automatic), deletion, partition growth, configs, and the
+/// lazily opened `PartitionLog` of each partition. State lives on the broker loop; the metadata store is the
+/// source of truth, so another broker process on the same stores sees the same topics.
+actor TopicManager {
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    nonisolated let loop: EventLoop
+    let client: WoodpeckerClient
+    let metadata: any MetadataStore
+    let config: BrokerConfig
+    let prefix: String
+    let appendSignal: AppendSignal
+    private var topics: [String: TopicRecord] = [:]
+    private var partitions: [String: PartitionLog] = [:]
+    private var opening: [String: Task<PartitionLog, any Error>] = [:]
+
+    init(loop: EventLoop, client: WoodpeckerClient, metadata: any MetadataStore, config: BrokerConfig,
+         appendSignal: AppendSignal, prefix: String = "kafka") {
+        self.loop = loop
+        self.appendSignal = appendSignal
+        self.client = client
+        self.metadata = metadata
+        self.config = config
+        self.prefix = prefix
+    }
+
+    private func key(_ topic: String) -> String { "\(prefix)/topics/\(topic)" }
+
+    func load() async throws {
+        for kv in try await metadata.range(prefix: "\(prefix)/topics/") {
+            do {
+                let t = try JSONDecoder().decode(TopicRecord.self, from: Data(kv.value))
+                topics[t.name] = t
+            } catch {
+                throw WoodpeckerError(.metadataCorrupted, "topic record \(kv.key) is not valid JSON: \(error)")
+            }
+        }
+    }
+
+    func allTopics() -> [TopicRecord] { topics.values.sorted { $0.name < $1.name } }
+
+    func topic(_ name: String) async throws -> TopicRecord? {
+        if let t = topics[name] { return t }
+        // Created by another broker sharing the metadata store?
+        if let kv = try await metadata.get(key(name)), let t = try? JSONDecoder().decode(TopicRecord.self, from: Data(kv.value)) {
+            topics[name] = t
+            return t
+        }
+        return nil
+    }
+
+    static func validTopicName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.count <= 249, name != ".", name != ".." else { return false }
+        return name.utf8.allSatisfy { c in
+            (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c == 0x2e || c == 0x5f || c == 0x2d
+        }
+    }
+
+    enum CreateError: Error { case exists, invalidName, invalidPartitions, invalidConfig(String) }
+
+    /// Creates a topic; `.exists` when it already does.
+    @discardableResult
+    func create(_ name: String, partitions: Int32, configs: [String: String], validateOnly: Bool = false) async throws -> TopicRecord {
+        guard Self.validTopicName(name) else { throw CreateError.invalidName }
+        let n = partitions <= 0 ? config.defaultPartitions : partitions
+        guard n >= 1, n <= 10_000 else { throw CreateError.invalidPartitions }
+        var merged = config.defaultTopicConfigs
+        for (k, v) in configs {
+            guard merged[k] != nil else { throw CreateError.invalidConfig("unknown topic config \(k)") }
+            merged[k] = v
+        }
+        if try await topic(name) != nil { throw CreateError.exists }
+        let id = KafkaUUID.random()
+        let rec = TopicRecord(name: name, topicIdHigh: id.high, topicIdLow: id.low, partitions: n, configs: merged,
+                              createTimeMs: Clock.wallMillis())
+        if validateOnly { return rec }
+        let r = try await metadata.txn(compare: [.absent(key(name))],
+                                       then: [.put(key: key(name), value: Self.encode(rec))], else: [])
+        guard r.succeeded else {
+            _ = try await topic(name)
+            throw CreateError.exists
+        }
+        topics[name] = rec
+        Diagnostics.info("created topic \(name) with \(n) partition(s)")
+        return rec
+    }
+
+    /// The topic, created with defaults when missing and auto-creation is on.
+    func topicOrAutoCreate(_ name: String, allowed: Bool) async throws -> TopicRecord? {
+        if let t = try await topic(name) { return t }
+        guard allowed && config.autoCreateTopics && Self.validTopicName(name) else { return nil }
+        do {
+            return try await create(name, partitions: config.defaultPartitions, configs: [:])
+        } catch CreateError.exists {
+            return try await topic(name)
+        }
+    }
+
+    /// Deletes a topic, its partitions' logs and their data.
+    func delete(_ name: String) async throws -> Bool {
+        guard let t = try await topic(name) else { return false }
+        for p in 0..<t.partitions {
+            let k = "\(name)-\(p)"
+            if let open = partitions.removeValue(forKey: k) { await open.close() }
+            try await client.deleteLog(PartitionLog.logName(topic: name, partition: p))
+        }
+        try await metadata.delete(key(name))
+        topics[name] = nil
+        Diagnostics.info("deleted topic \(name)")
+        return true
+    }
+
+    func addPartitions(_ name: String, to count: Int32) async throws {
+        guard var t = try await topic(name) else { throw WoodpeckerError(.logNotFound, "topic \(name) does not exist") }
+        guard count > t.partitions else { throw CreateError.invalidPartitions }
+        t.partitions = count
+        try await metadata.put(key(name), Self.encode(t))
+        topics[name] = t
+    }
+
+    /// The open partition log, opening it on first use (one open at a time per partition).
+    func partition(_ topic: String, _ index: Int32) async throws -> PartitionLog? {
+        guard let t = try await self.topic(topic), index >= 0, index < t.partitions else { return nil }
+        let k = "\(topic)-\(index)"
+        if let p = partitions[k] { return p }
+        if let pending = opening[k] { return try await pending.value }
+        let client = client
+        let config = config
+        let signal = appendSignal
+        let task = Task(executorPreference: loop) {
+            try await PartitionLog.open(topic: topic, partition: index, client: client, config: config, appendSignal: signal)
+        }
+        opening[k] = task
+        defer { opening[k] = nil }
+        let p = try await task.value
+        partitions[k] = p
+        return p
+    }
+
+    func openPartitions() -> [(TopicRecord, PartitionLog)] {
+        partitions.compactMap { (k, p) in topics[p.topic].map { ($0, p) } }
+    }
+
+    func closeAll() async {
+        for (_, p) in partitions { await p.close() }
+        partitions.removeAll()
+    }
+
+    static func encode(_ t: TopicRecord) -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = .sortedKeys
+        return Array(try! e.encode(t))  // plain struct of strings and integers: cannot fail
+    }
+}

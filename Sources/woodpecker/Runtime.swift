@@ -1,0 +1,67 @@
+import Woodpecker
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerMetadata
+import WoodpeckerStorage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The pieces a command runs on: one event loop, the object store and the metadata store under a data dir.
+struct Runtime {
+    let loop: EventLoop
+    let store: any ObjectStore
+    let metadata: any MetadataStore
+    let client: WoodpeckerClient
+
+    /// `<dataDir>/objects` holds log data, `<dataDir>/meta` the embedded metadata journal.
+    static func local(dataDir: String, config: WALConfig = WALConfig()) async throws -> Runtime {
+        try makeDirectories(dataDir)
+        let loop = EventLoop(name: "wp-main")
+        let store = LocalFileStore(root: dataDir + "/objects", loop: loop)
+        let metadata = try await EmbeddedMetadataStore.open(directory: dataDir + "/meta", loop: loop)
+        let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config)
+        return Runtime(loop: loop, store: store, metadata: metadata, client: client)
+    }
+
+    func close() async {
+        await metadata.close()
+    }
+}
+
+func makeDirectories(_ path: String) throws {
+    var built = path.hasPrefix("/") ? "" : "."
+    for part in path.split(separator: "/") {
+        built += "/" + part
+        if mkdir(built, 0o755) != 0 && errno != EEXIST {
+            throw ioError("mkdir", path: built, errno: errno)
+        }
+    }
+}
+
+/// Runs `body` as a task that prefers `loop` (so continuations resumed by libuv callbacks stay on the loop).
+func onLoop<T: Sendable>(_ loop: EventLoop, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await Task(executorPreference: loop) { try await body() }.value
+}
+
+/// Unbuffered-enough stdout: collects text and writes it with one write(2).
+struct StdoutWriter {
+    var buffer: [UInt8] = []
+    mutating func append(_ s: String) { buffer.append(contentsOf: s.utf8) }
+    mutating func append(bytes: [UInt8]) { buffer.append(contentsOf: bytes) }
+    mutating func flush() {
+        var off = 0
+        while off < buffer.count {
+            let n = buffer.withUnsafeBytes { write(1, $0.baseAddress! + off, $0.count - off) }
+            if n <= 0 { break }
+            off += n
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+func fail(_ message: String) -> Never {
+    Diagnostics.error(message)
+    exit(1)
+}

@@ -1,0 +1,184 @@
+import ArgumentParser
+import Woodpecker
+import WoodpeckerCore
+import WoodpeckerIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct WALBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure append throughput and latency on local storage against the same-run fsync ceiling.")
+    @Option(help: "Data directory (a fresh log is created in it).") var dataDir: String
+    @Option(help: "Bytes per entry.") var entryBytes: Int = 1024
+    @Option(help: "Seconds of the maximum-rate phase (the latency phase runs as long).") var seconds: Double = 5
+    @Option(help: "Concurrent appenders.") var writers: Int = 64
+    @Option(help: "Latency phase rate as a fraction of the measured maximum.") var rateFraction: Double = 0.5
+
+    func run() async throws {
+        var config = WALConfig()
+        config.auditIntervalMs = 0
+        let rt = try await Runtime.local(dataDir: dataDir, config: config)
+        let entryBytes = max(1, entryBytes)
+        let writers = max(1, writers)
+        let seconds = seconds
+        let fraction = rateFraction
+        let report = try await onLoop(rt.loop) { () -> String in
+            let log = try await rt.client.createLog("bench-\(Clock.wallMillis())")
+            let w = try await log.openWriter()
+            let payload = ByteBuffer(bytes: (0..<entryBytes).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+
+            // Phase 1: closed loop, `writers` appenders as fast as acknowledgements come back.
+            let max = try await closedLoop(loop: rt.loop, writer: w, payload: payload, writers: writers, seconds: seconds)
+            let blocks = await w.blocksFlushed
+            let encoded = await w.encodedBytesFlushed
+            let avgBlock = blocks > 0 ? encoded / blocks : entryBytes
+            // Phase 2: open loop at a fraction of the maximum rate, latency measured from the scheduled time.
+            let rate = Swift.max(1.0, max.entriesPerSecond * fraction)
+            let fixed = try await openLoop(loop: rt.loop, writer: w, payload: payload, rate: rate, seconds: seconds)
+            try await w.close()
+            // Ceiling: sequential writes with an fsync per block of the average block size, same duration.
+            let ceiling = try await rt.loop.runBlocking { try fsyncCeiling(dir: dataDir, blockBytes: avgBlock, seconds: seconds) }
+            let ratio = max.mbPerSecond / ceiling
+            return """
+                entry_bytes=\(entryBytes) writers=\(writers) seconds=\(seconds)
+                max:     \(fmt(max.mbPerSecond)) MB/s  \(fmt(max.entriesPerSecond)) entries/s  p50=\(us(max.p(0.5))) p99=\(us(max.p(0.99))) p99.9=\(us(max.p(0.999)))  blocks=\(blocks) avg_block_bytes=\(avgBlock)
+                ceiling: \(fmt(ceiling)) MB/s  (sequential write + fsync per \(avgBlock)-byte block, same run)
+                ratio:   \(fmt(ratio * 100))% of ceiling
+                at \(fmt(rate)) entries/s (\(Int(fraction * 100))% of max): \(fmt(fixed.mbPerSecond)) MB/s  p50=\(us(fixed.p(0.5))) p99=\(us(fixed.p(0.99))) p99.9=\(us(fixed.p(0.999)))
+                peak_rss_mib=\(peakRSSMiB())
+                """
+        }
+        print(report)
+        await rt.close()
+    }
+}
+
+struct LatencyRun: Sendable {
+    var entries = 0
+    var bytes = 0
+    var elapsedSeconds = 0.0
+    var latenciesNs: [UInt64] = []
+    var mbPerSecond: Double { Double(bytes) / 1e6 / elapsedSeconds }
+    var entriesPerSecond: Double { Double(entries) / elapsedSeconds }
+    func p(_ q: Double) -> UInt64 {
+        guard !latenciesNs.isEmpty else { return 0 }
+        let s = latenciesNs.sorted()
+        return s[Swift.min(s.count - 1, Int(Double(s.count) * q))]
+    }
+}
+
+func closedLoop(loop: EventLoop, writer: LogWriter, payload: ByteBuffer, writers: Int, seconds: Double) async throws -> LatencyRun {
+    let start = Clock.monotonicNanos()
+    let end = start + UInt64(seconds * 1e9)
+    let runs = try await withThrowingTaskGroup(of: LatencyRun.self) { group in
+        for _ in 0..<writers {
+            group.addTask(executorPreference: loop) {
+                var r = LatencyRun()
+                var t = Clock.monotonicNanos()
+                while t < end {
+                    _ = try await writer.append(payload, key: 0, timestamp: 0)
+                    let now = Clock.monotonicNanos()
+                    r.latenciesNs.append(now - t)
+                    r.entries += 1
+                    r.bytes += payload.readableBytes
+                    t = now
+                }
+                return r
+            }
+        }
+        var all: [LatencyRun] = []
+        for try await r in group { all.append(r) }
+        return all
+    }
+    var total = LatencyRun()
+    for r in runs {
+        total.entries += r.entries
+        total.bytes += r.bytes
+        total.latenciesNs += r.latenciesNs
+    }
+    total.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
+    return total
+}
+
+/// Issues appends at a fixed rate from a 1 ms ticker; latency counts from each entry's scheduled time.
+func openLoop(loop: EventLoop, writer: LogWriter, payload: ByteBuffer, rate: Double, seconds: Double) async throws -> LatencyRun {
+    let start = Clock.monotonicNanos()
+    let total = Int(rate * seconds)
+    let intervalNs = 1e9 / rate
+    return try await withThrowingTaskGroup(of: UInt64.self) { group in
+        var issued = 0
+        while issued < total {
+            let now = Clock.monotonicNanos()
+            let due = Swift.min(total, Int(Double(now - start) / intervalNs) + 1)
+            while issued < due {
+                let scheduled = start + UInt64(Double(issued) * intervalNs)
+                group.addTask(executorPreference: loop) {
+                    _ = try await writer.append(payload)
+                    return Clock.monotonicNanos() - scheduled
+                }
+                issued += 1
+            }
+            await loop.sleep(ms: 1)
+        }
+        var r = LatencyRun()
+        for try await l in group {
+            r.latenciesNs.append(l)
+            r.entries += 1
+            r.bytes += payload.readableBytes
+        }
+        r.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
+        return r
+    }
+}
+
+/// Sequential writes of `blockBytes` with an fsync after each, into one file, for `seconds`. MB/s.
+func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> Double {
+    let path = dir + "/ceiling.\(getpid()).tmp"
+    let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+    guard fd >= 0 else { throw ioError("open", path: path, errno: errno) }
+    defer {
+        close(fd)
+        unlink(path)
+    }
+    let block = [UInt8](repeating: 0x5a, count: max(1, blockBytes))
+    let start = Clock.monotonicNanos()
+    let end = start + UInt64(seconds * 1e9)
+    var written = 0
+    var inFile = 0
+    while Clock.monotonicNanos() < end {
+        let n = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard n == block.count else { throw ioError("write", path: path, errno: errno) }
+        guard fsync(fd) == 0 else { throw ioError("fsync", path: path, errno: errno) }
+        written += n
+        inFile += n
+        if inFile > 4 << 30 {
+            _ = ftruncate(fd, 0)
+            lseek(fd, 0, SEEK_SET)
+            inFile = 0
+        }
+    }
+    return Double(written) / 1e6 / (Double(Clock.monotonicNanos() - start) / 1e9)
+}
+
+func fmt(_ d: Double) -> String {
+    let x = (d * 10).rounded() / 10
+    return String(x)
+}
+
+func us(_ ns: UInt64) -> String { "\(fmt(Double(ns) / 1000))us" }
+
+func peakRSSMiB() -> Int {
+    guard let f = fopen("/proc/self/status", "r") else { return -1 }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, 256, f) != nil {
+        let s = String(cString: line)
+        if s.hasPrefix("VmHWM:") {
+            return (Int(s.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
+        }
+    }
+    return -1
+}

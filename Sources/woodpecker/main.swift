@@ -1,1 +1,0 @@
-print("woodpecker: not yet")
