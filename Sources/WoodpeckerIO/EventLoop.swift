@@ -38,6 +38,9 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let checkHandle: UnsafeMutablePointer<uv_check_t>
     private let idleHandle: UnsafeMutablePointer<uv_idle_t>
     private var idleActive = false
+    /// Scratch memory for libuv reads on this loop. Every read callback copies the bytes out before libuv asks
+    /// for the next buffer, so one buffer serves all streams of the loop.
+    let readScratch: UnsafeMutableRawBufferPointer = .allocate(byteCount: 64 * 1024, alignment: 16)
 
     private struct Remote {
         var work: [Work] = []
@@ -99,6 +102,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     deinit {
         uvLoop.deallocate()
+        readScratch.deallocate()
     }
 
     /// True when called on this loop's thread.

@@ -21,6 +21,9 @@ public final class LoopTimer: @unchecked Sendable {
     /// (Re)starts the timer: first fire after `afterMs`, then every `repeatMs` if non-zero.
     public func start(afterMs: UInt64, repeatMs: UInt64 = 0) {
         precondition(!closed)
+        // The loop's cached "now" can be stale by the length of the current iteration; refresh it so the timer
+        // fires `afterMs` from this call, not from the start of the iteration.
+        uv_update_time(loop.uvLoop)
         uv_timer_start(handle, loopTimerCallback, afterMs, repeatMs)
     }
 
