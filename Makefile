@@ -39,3 +39,8 @@ bench: setup-test
 
 clean:
 	rm -rf .build
+
+# Regenerates Sources/KafkaProtocol/Generated from Kafka's message JSON (../shared/kafka-messages).
+.PHONY: codegen
+codegen:
+	$(SWIFT) run KafkaCodegen $(or $(KAFKA_MESSAGES),../shared/kafka-messages) Sources/KafkaProtocol/Generated
