@@ -120,6 +120,15 @@ public protocol MetadataStore: Sendable {
     func leaseTimeToLive(_ lease: Int64) async throws -> Int64?
 
     /// Watches every key with `prefix`, starting after revision `fromRevision` (0 = only future changes).
+    ///
+    /// Exactly: the stream delivers every change with revision > `fromRevision` (etcd's inclusive
+    /// `start_revision` is `fromRevision + 1`), in revision order and, within one revision, in operation order,
+    /// with none missed. To follow a prefix without a gap: `let r = try await readRevision()`, then `range`, then
+    /// `watch(prefix:fromRevision: r)` (events already reflected in the range may arrive again; compare
+    /// `modRevision`). Throws `.revisionConflict` whose message says "compacted" when `fromRevision` is older than
+    /// the history the store keeps: read again and watch from the new revision. The stream ends with retryable
+    /// `.bufferFull` when the consumer falls too far behind (watch again from the last revision received), and with
+    /// an error when the store closes or fails.
     func watch(prefix: String, fromRevision: Int64) async throws -> any MetadataWatch
     func close() async
 }
@@ -130,5 +139,9 @@ extension MetadataStore {
     public func put(_ key: String, _ value: [UInt8]) async throws -> Int64 { try await put(key, value, lease: 0) }
     public func txn(compare: [Compare], then: [TxnOp]) async throws -> TxnResult {
         try await txn(compare: compare, then: then, else: [])
+    }
+    /// The store's current revision (an empty, read-only transaction: no revision bump).
+    public func readRevision() async throws -> Int64 {
+        try await txn(compare: [], then: [], else: []).revision
     }
 }

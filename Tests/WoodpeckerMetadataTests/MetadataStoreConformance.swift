@@ -63,6 +63,7 @@ struct MetadataStoreConformance: Sendable {
             #expect(t.revision == r5 + 1)
             #expect(try await s.get(root + "rev/c")?.modRevision == t.revision)
             #expect(try await s.get(root + "rev/d")?.modRevision == t.revision)
+            #expect(try await s.readRevision() == t.revision)
         }
     }
 
