@@ -118,7 +118,7 @@ extension Broker {
             let wanted = res.configurationKeys.map(Set.init)
             for (k, v) in entries.sorted(by: { $0.key < $1.key }) where wanted?.contains(k) ?? true {
                 let isDefault = res.resourceType == 2 && config.defaultTopicConfigs[k] == v
-                var e = DescribeConfigsResponse.DescribeConfigsResult.DescribeConfigsResourceResult(name: k, value: v)
+                var e = DescribeConfigsResponse.DescribeConfigsResourceResult(name: k, value: v)
                 e.isDefault = isDefault
                 e.configSource = isDefault ? 5 : (res.resourceType == 2 ? 1 : 4)
                 e.documentation = nil

@@ -135,14 +135,15 @@ actor PartitionLog {
         producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence, lastSeq: lastSeq,
                          baseOffset: base)
         let promise = Promise<ProduceResult>()
-        writer.enqueueOnLoop(batch.bytes, key: last, timestamp: ts) { [self] result in
+        let (entryTs, appendTs) = (ts, appendTime)
+        writer.enqueueOnLoop(batch.bytes, key: last, timestamp: entryTs) { [self] result in
             self.assumeIsolated { p in
                 switch result {
                 case .success:
                     if last + 1 > p.highWatermark { p.highWatermark = last + 1 }
-                    if ts >= p.maxTimestamp.timestamp { p.maxTimestamp = (ts, base) }
+                    if entryTs >= p.maxTimestamp.timestamp { p.maxTimestamp = (entryTs, base) }
                     p.wakeAll()
-                    promise.fulfill(ProduceResult(error: .none, baseOffset: base, logAppendTimeMs: appendTime,
+                    promise.fulfill(ProduceResult(error: .none, baseOffset: base, logAppendTimeMs: appendTs,
                                                   logStartOffset: p.logStartOffset))
                 case let .failure(e):
                     p.producers.forget(producerId: h.producerId, firstSeq: h.baseSequence, baseOffset: base)

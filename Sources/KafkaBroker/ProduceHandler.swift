@@ -80,10 +80,8 @@ extension Broker {
                     return .left(Result(error: .invalidRecord, message: "transactional and control batches are not supported"))
                 }
             }
-        } catch let e as RecordBatchError {
-            return .left(Result(error: e.kafkaErrorCode, message: e.message))
         } catch {
-            return .left(Result(error: .corruptMessage, message: "\(error)"))
+            return .left(Result(error: error.kafkaErrorCode, message: error.message))
         }
         guard !batches.isEmpty else { return .left(Result(error: .invalidRecord, message: "no record batch")) }
         let appendTime = topicRecord.configs["message.timestamp.type"] == "LogAppendTime"

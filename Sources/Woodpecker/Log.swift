@@ -314,32 +314,37 @@ public actor Log {
         }
         if !footer.compacted {
             guard footer.blocks.count > 1 else { return try await seal(s, footer) }
-            var merged: [BlockInfo] = []
-            var group: [SegmentEntry] = []
-            var groupFirst: Int64 = 0
+            // Plan groups of consecutive original blocks of about the target size, then write each merged block.
+            var groups: [[BlockInfo]] = [[]]
             var groupBytes = 0
-            func flushGroup() async throws {
-                guard !group.isEmpty else { return }
-                let n = Int32(merged.count)
-                let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: groupFirst, entries: group, includeHeader: n == 0)
-                try await client.store.put(objs.mergedKey(n), bytes)
-                merged.append(BlockInfo.of(n, groupFirst, group, size: bytes.readableBytes))
-                groupFirst += Int64(group.count)
-                group = []
-                groupBytes = 0
-            }
             for info in footer.blocks {
-                guard let block = try await objs.readBlock(key: objs.blockKey(info.blockNumber)) else {
-                    throw WoodpeckerError(.corrupted, "block \(objs.blockKey(info.blockNumber)) listed in the footer is missing")
+                if !groups[groups.count - 1].isEmpty && groupBytes + info.size > config.compactionTargetBytes {
+                    groups.append([])
+                    groupBytes = 0
                 }
-                if groupBytes + info.size > config.compactionTargetBytes { try await flushGroup() }
-                // Never carry entries past the LAC into the compacted copy.
-                for (k, e) in block.entries.enumerated() where block.info.firstEntryId + Int64(k) <= footer.lac {
-                    group.append(e)
-                    groupBytes += e.payload.readableBytes
-                }
+                groups[groups.count - 1].append(info)
+                groupBytes += info.size
             }
-            try await flushGroup()
+            var merged: [BlockInfo] = []
+            var nextFirst: Int64 = 0
+            for group in groups {
+                var entries: [SegmentEntry] = []
+                for info in group {
+                    guard let block = try await objs.readBlock(key: objs.blockKey(info.blockNumber)) else {
+                        throw WoodpeckerError(.corrupted, "block \(objs.blockKey(info.blockNumber)) listed in the footer is missing")
+                    }
+                    // Never carry entries past the LAC into the compacted copy.
+                    for (k, e) in block.entries.enumerated() where block.info.firstEntryId + Int64(k) <= footer.lac {
+                        entries.append(e)
+                    }
+                }
+                guard !entries.isEmpty else { continue }
+                let n = Int32(merged.count)
+                let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: nextFirst, entries: entries, includeHeader: n == 0)
+                try await client.store.put(objs.mergedKey(n), bytes)
+                merged.append(BlockInfo.of(n, nextFirst, entries, size: bytes.readableBytes))
+                nextFirst += Int64(entries.count)
+            }
             let compacted = SegmentFooter(blocks: merged, lac: footer.lac, compacted: true, totalRecords: footer.totalRecords)
             try await client.store.put(objs.footerKey, SegmentCodec.encodeFooter(compacted))
             try await seal(s, compacted)

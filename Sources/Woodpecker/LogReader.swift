@@ -42,9 +42,11 @@ public actor LogReader {
         case let .id(id):
             position = id
         case let .key(k):
-            position = try await find { $0.lastKey >= k } entryMatch: { $0.key >= k } ?? endPosition()
+            let found = try await find { $0.lastKey >= k } entryMatch: { $0.key >= k }
+            if let found { position = found } else { position = try await endPosition() }
         case let .timestamp(t):
-            position = try await find { $0.maxTimestamp >= t } entryMatch: { $0.timestamp >= t } ?? endPosition()
+            let found = try await find { $0.maxTimestamp >= t } entryMatch: { $0.timestamp >= t }
+            if let found { position = found } else { position = try await endPosition() }
         }
         await log.readerMoved(readerId, to: position.segmentId)
     }

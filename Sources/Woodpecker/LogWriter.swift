@@ -274,7 +274,7 @@ public actor LogWriter {
         let segId = seg.id
         Task(executorPreference: loop) {
             let result = await Self.upload(objects, blockNumber, encoded)
-            self.blockFinished(segmentId: segId, blockNumber: blockNumber, result.map { _ in () })
+            await self.blockFinished(segmentId: segId, blockNumber: blockNumber, result.map { _ in () })
         }
     }
 

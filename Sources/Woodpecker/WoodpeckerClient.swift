@@ -32,7 +32,7 @@ public final class WoodpeckerClient: Sendable {
         self.keys = MetaKeys(root: metadataRoot)
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        self.writerName = "\(String(cString: host))/\(getpid())"
+        self.writerName = "\(String(cChars: host))/\(getpid())"
         self.registry = LogRegistry(loop: loop)
     }
 

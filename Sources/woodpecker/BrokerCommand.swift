@@ -1,5 +1,134 @@
 import ArgumentParser
+import Foundation
+import KafkaBroker
+import Woodpecker
+import WoodpeckerCore
+import WoodpeckerIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
 struct BrokerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "broker", abstract: "Run the Kafka-protocol broker.")
-    func run() async throws { fail("broker: not built yet") }
+    static let configuration = CommandConfiguration(
+        commandName: "broker",
+        abstract: "Run the Kafka-protocol broker (each topic-partition is a Woodpecker log).",
+        discussion: """
+            Settings come from, in increasing precedence: defaults, --config FILE (lines of `key = value`),
+            environment variables WOODPECKER_<KEY> (e.g. WOODPECKER_LISTEN), and flags.
+            Keys: listen, advertise, data-dir, default-partitions, auto-create-topics, max-request-bytes,
+            idle-timeout-ms, node-id, cluster-id.
+            """)
+    @Option(help: "Config file of `key = value` lines.") var config: String?
+    @Option(help: "HOST:PORT to listen on (default 127.0.0.1:9092).") var listen: String?
+    @Option(help: "HOST:PORT advertised to clients (default: the listen address).") var advertise: String?
+    @Option(help: "Data directory: objects/ holds the logs, meta/ the embedded metadata (default ./data).") var dataDir: String?
+    @Option(help: "Partitions of auto-created topics (default 1).") var defaultPartitions: Int32?
+    @Flag(help: "Log debug lines.") var verbose = false
+
+    func run() async throws {
+        Diagnostics.verbose = verbose
+        let settings = try BrokerSettings.resolve(file: config, flags: [
+            "listen": listen, "advertise": advertise, "data-dir": dataDir,
+            "default-partitions": defaultPartitions.map(String.init),
+        ])
+        let cfg = try settings.brokerConfig()
+        let rt = try await Runtime.local(dataDir: cfg.dataDir)
+        let broker = Broker(config: cfg, client: rt.client)
+        let port = try await onLoop(rt.loop) { try await broker.start() }
+        Diagnostics.info("woodpecker broker listening on \(cfg.listenHost):\(port) (advertised \(cfg.advertisedHost):\(cfg.advertisedPort)), data in \(cfg.dataDir)")
+        let stop = AsyncStream<Int32>.makeStream()
+        let watcher = await SignalWatcher(loop: rt.loop, signals: [SIGTERM, SIGINT]) { stop.continuation.yield($0) }
+        for await sig in stop.stream {
+            Diagnostics.info("signal \(sig): shutting down")
+            break
+        }
+        try await onLoop(rt.loop) { await broker.stop() }
+        await watcher.close()
+        await rt.close()
+        Diagnostics.info("broker stopped")
+    }
+}
+
+/// Merges defaults, a `key = value` file, WOODPECKER_* environment variables and flags.
+struct BrokerSettings {
+    var values: [String: String]
+
+    static func resolve(file: String?, flags: [String: String?]) throws -> BrokerSettings {
+        var v: [String: String] = [:]
+        let env = ProcessInfoLite.environment
+        if let path = file ?? env["WOODPECKER_CONFIG"] {
+            for (k, val) in try parseFile(path) { v[k] = val }
+        }
+        for (k, val) in env where k.hasPrefix("WOODPECKER_") {
+            let key = k.dropFirst("WOODPECKER_".count).lowercased().replacingOccurrences(of: "_", with: "-")
+            v[key] = val
+        }
+        for (k, val) in flags { if let val { v[k] = val } }
+        return BrokerSettings(values: v)
+    }
+
+    static func parseFile(_ path: String) throws -> [(String, String)] {
+        guard let f = fopen(path, "r") else { throw ValidationError("cannot read config file \(path): \(String(cString: strerror(errno)))") }
+        defer { fclose(f) }
+        var out: [(String, String)] = []
+        var line = [CChar](repeating: 0, count: 4096)
+        var n = 0
+        while fgets(&line, 4096, f) != nil {
+            n += 1
+            let s = String(cChars: line).trimmingCharacters(in: .whitespacesAndNewlines)
+            if s.isEmpty || s.hasPrefix("#") { continue }
+            guard let eq = s.firstIndex(of: "=") else { throw ValidationError("\(path):\(n): expected `key = value`") }
+            out.append((s[..<eq].trimmingCharacters(in: .whitespaces), s[s.index(after: eq)...].trimmingCharacters(in: .whitespaces)))
+        }
+        return out
+    }
+
+    func brokerConfig() throws -> BrokerConfig {
+        var c = BrokerConfig()
+        let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
+                          "idle-timeout-ms", "node-id", "cluster-id", "config"]
+        for k in values.keys where !known.contains(k) {
+            Diagnostics.warn("ignoring unknown setting \(k)")
+        }
+        if let l = values["listen"] { (c.listenHost, c.listenPort) = try hostPort(l, "listen") }
+        if let a = values["advertise"] {
+            (c.advertisedHost, c.advertisedPort) = try hostPort(a, "advertise")
+        } else {
+            (c.advertisedHost, c.advertisedPort) = (c.listenHost == "0.0.0.0" ? "127.0.0.1" : c.listenHost, c.listenPort)
+        }
+        if let d = values["data-dir"] { c.dataDir = d }
+        if let p = values["default-partitions"] { c.defaultPartitions = try int(p, "default-partitions") }
+        if let a = values["auto-create-topics"] { c.autoCreateTopics = a == "true" || a == "1" }
+        if let m = values["max-request-bytes"] { c.maxRequestBytes = try int(m, "max-request-bytes") }
+        if let i = values["idle-timeout-ms"] { c.idleTimeoutMs = try int(i, "idle-timeout-ms") }
+        if let n = values["node-id"] { c.nodeId = try int(n, "node-id") }
+        if let id = values["cluster-id"] { c.clusterId = id }
+        return c
+    }
+
+    private func int<T: FixedWidthInteger>(_ s: String, _ name: String) throws -> T {
+        guard let v = T(s) else { throw ValidationError("\(name): \(s) is not a number") }
+        return v
+    }
+
+    private func hostPort(_ s: String, _ name: String) throws -> (String, Int) {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), port >= 0, port < 65536 else {
+            throw ValidationError("\(name): expected HOST:PORT, got \(s)")
+        }
+        return (String(s[..<colon]), port)
+    }
+}
+
+enum ProcessInfoLite {
+    static var environment: [String: String] {
+        var out: [String: String] = [:]
+        var p = environ
+        while let e = p.pointee {
+            let s = String(cString: e)
+            if let eq = s.firstIndex(of: "=") { out[String(s[..<eq])] = String(s[s.index(after: eq)...]) }
+            p += 1
+        }
+        return out
+    }
 }

@@ -20,7 +20,7 @@ struct Runtime {
         try makeDirectories(dataDir)
         let loop = EventLoop(name: "wp-main")
         let store = LocalFileStore(root: dataDir + "/objects", loop: loop)
-        let metadata = try await EmbeddedMetadataStore.open(directory: dataDir + "/meta", loop: loop)
+        let metadata = try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop)
         let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config)
         return Runtime(loop: loop, store: store, metadata: metadata, client: client)
     }

@@ -175,7 +175,7 @@ func peakRSSMiB() -> Int {
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 256)
     while fgets(&line, 256, f) != nil {
-        let s = String(cString: line)
+        let s = String(cChars: line)
         if s.hasPrefix("VmHWM:") {
             return (Int(s.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1024
         }
