@@ -21,6 +21,11 @@ import Darwin
 /// - Temporary names (`ObjectKey.tempPrefix` + pid + counter + random) never collide across processes and are never
 ///   listed. A process killed mid-`put` can leave one behind; nothing reads it.
 /// - Empty directories left by `delete` are kept (removing them would race with a concurrent `put` into them).
+/// - `list` reads each directory it opens whole (bounded by the directory's size, not the page size) and skips
+///   subtrees that cannot hold a key after the continuation token.
+///
+/// Unlike S3, a key cannot also be a "directory" of other keys: with `a` stored, `put("a/b")` fails with
+/// `.ioFailure` (ENOTDIR). Woodpecker's key layout never needs both.
 public final class LocalFileStore: ObjectStore {
     /// Absolute or relative path of the root directory, without a trailing `/`.
     public let root: String

@@ -182,12 +182,12 @@ extension SegmentCodec {
 
     static func parseFooter(_ payload: ByteBuffer) throws(CodecFault) -> FooterRecord {
         var r = try PayloadReader(payload, "footer", exactly: footerPayload)
-        let f = FooterRecord(totalBlocks: try r.i32(), totalRecords: try r.u32(), totalSize: try r.u64(),
-                             indexOffset: try r.u64(), indexLength: try r.u32(), version: try r.u16(),
-                             flags: try r.u16(), lac: try { () throws(CodecFault) -> Int64 in
-                                 guard try r.bytes(4) == footerMagic else { throw CodecFault("footer record has a bad magic") }
-                                 return try r.i64()
-                             }())
+        let totalBlocks = try r.i32(), totalRecords = try r.u32(), totalSize = try r.u64()
+        let indexOffset = try r.u64(), indexLength = try r.u32(), version = try r.u16(), flags = try r.u16()
+        guard try r.bytes(4) == footerMagic else { throw CodecFault("footer record has a bad magic") }
+        let f = FooterRecord(totalBlocks: totalBlocks, totalRecords: totalRecords, totalSize: totalSize,
+                             indexOffset: indexOffset, indexLength: indexLength, version: version, flags: flags,
+                             lac: try r.i64())
         guard f.version == formatVersion else {
             throw CodecFault("unsupported segment format version \(f.version) (this build reads \(formatVersion))")
         }

@@ -1,6 +1,6 @@
 import Testing
 import WoodpeckerCore
-@testable import WoodpeckerStorage
+import WoodpeckerStorage
 
 #if canImport(Glibc)
 import Glibc
