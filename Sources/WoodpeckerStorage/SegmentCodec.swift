@@ -72,7 +72,9 @@ public struct SegmentFooter: Sendable, Equatable {
 /// Encoder and decoder of the segment format (ARCHITECTURE.md §5-6, reference digest §4). Pure functions over
 /// bytes: no I/O, safe on untrusted input (every decoder throws `WoodpeckerError(.corrupted)` and never traps).
 ///
-/// Record framing: `CRC32(4, IEEE, over type+length+payload) | type(1) | length(4) | payload`, little-endian.
+/// Record framing: `CRC32C(4, Castagnoli, over type+length+payload) | type(1) | length(4) | payload`, little-endian.
+/// (The original Woodpecker uses IEEE CRC-32; we use CRC-32C because it runs in hardware at ~9 GB/s here, and our
+/// records already differ from the original by carrying keys and timestamps.)
 /// A block object is `[Header][BlockHeader][Data...]` (Header only in block 0 or when asked); a footer object is
 /// `[Index x N][Footer]`. A local log file is the blocks concatenated, then the footer, which is why index records
 /// carry each block's byte offset and the footer's `indexOffset` is the total size of the blocks.

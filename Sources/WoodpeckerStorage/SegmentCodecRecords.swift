@@ -122,7 +122,7 @@ extension SegmentCodec {
                 throw CodecFault("torn record at byte \(at - bytes.readerIndex): length \(length), only \(available - recordOverhead) bytes follow")
             }
             let covered = try bytes.getSlice(at: at + 4, length: 5 + length)
-            let actual = CRC32.checksum(covered)
+            let actual = CRC32C.checksum(covered)
             guard actual == crc else {
                 throw CodecFault("record CRC mismatch at byte \(at - bytes.readerIndex) (type \(type), length \(length)): stored \(hex(crc)), computed \(hex(actual))")
             }
@@ -225,7 +225,7 @@ extension SegmentCodec {
         }
         let data: ByteBuffer
         do { data = try bytes.getSlice(at: prefix.dataStart, length: dataLength) } catch { throw CodecFault("\(error)") }
-        let crc = CRC32.checksum(data)
+        let crc = CRC32C.checksum(data)
         guard crc == prefix.blockHeader.blockCrc else {
             throw CodecFault("block \(info.blockNumber) CRC mismatch: stored \(hex(prefix.blockHeader.blockCrc)), computed \(hex(crc))")
         }
@@ -374,7 +374,7 @@ struct RecordWriter {
     }
 
     func crc(_ range: Range<Int>) -> UInt32 {
-        bytes.withUnsafeBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        bytes.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[range])) }
     }
 }
 

@@ -18,6 +18,8 @@ struct Runtime {
     /// `<dataDir>/objects` holds log data, `<dataDir>/meta` the embedded metadata journal.
     static func local(dataDir: String, config: WALConfig = WALConfig()) async throws -> Runtime {
         try makeDirectories(dataDir)
+        // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
+        setenv("UV_THREADPOOL_SIZE", "16", 0)
         let loop = EventLoop(name: "wp-main")
         let store = LocalFileStore(root: dataDir + "/objects", loop: loop)
         let metadata = try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop)

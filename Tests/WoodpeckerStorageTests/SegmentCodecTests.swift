@@ -104,13 +104,13 @@ func flipping(_ b: ByteBuffer, bit: Int) -> ByteBuffer {
         func i64(_ i: Int) -> Int64 { try! b.getInteger(at: i, endianness: .little) }
         // Header record: CRC | type 1 | length 16 | version 1, flags 0, firstEntryId, "HDR\x01".
         #expect(a[4] == 1 && u32(5) == 16)
-        #expect(u32(0) == CRC32.checksum(Array(a[4..<25])))
+        #expect(u32(0) == CRC32C.checksum(Array(a[4..<25])))
         #expect(a[9] == 1 && a[10] == 0 && i64(13) == 42 && Array(a[21..<25]) == [0x48, 0x44, 0x52, 0x01])
         // Block header: type 5, 52 bytes, blockLength and blockCrc cover the data records that follow.
         #expect(a[29] == 5 && u32(30) == 52)
         let dataStart = 25 + 9 + 52
         #expect(u32(25 + 9 + 44) == UInt32(a.count - dataStart))
-        #expect(u32(25 + 9 + 48) == CRC32.checksum(Array(a[dataStart...])))
+        #expect(u32(25 + 9 + 48) == CRC32C.checksum(Array(a[dataStart...])))
         // Data record: type 2, key, timestamp, payload.
         #expect(a[dataStart + 4] == 2 && u32(dataStart + 5) == 18)
         #expect(i64(dataStart + 9) == 0x0102 && i64(dataStart + 17) == 7 && Array(a[(dataStart + 25)...]) == [0xEE, 0xFF])
@@ -165,7 +165,7 @@ func flipping(_ b: ByteBuffer, bit: Int) -> ByteBuffer {
         var a = SegmentCodec.encodeBlock(blockNumber: 0, firstEntryId: 0, entries: g.entries(count: 1), includeHeader: true)
             .readableBytesArray
         a[9] = 2
-        let crc = CRC32.checksum(Array(a[4..<25]))
+        let crc = CRC32C.checksum(Array(a[4..<25]))
         withUnsafeBytes(of: crc.littleEndian) { a.replaceSubrange(0..<4, with: $0) }
         #expect(message(ByteBuffer(bytes: a)).contains("unsupported segment format version 2"))
     }
