@@ -195,6 +195,20 @@ import WoodpeckerCore
         #expect(throws: CompressionError.self) { try KafkaCompression.decompress(ByteBuffer(bytes: bad), codec: .snappy) }
     }
 
+    /// Streams written by foreign encoders decode: Python's gzip, the zstd CLI reading a pipe (no content size
+    /// in the frame header, so the streaming path is used), the lz4 CLI frame format.
+    @Test func foreignEncodersDecode() throws {
+        let text = Array(String(repeating: "kafka ", count: 8).utf8)
+        let fixtures: [(CompressionCodec, String)] = [
+            (.gzip, "1f8b0800000000000203cb4e4ccb4e54c8269a04003dfdcbdf30000000"),
+            (.zstd, "28b52ffd0458650000306b61666b612001000395220fac98c9"),
+            (.lz4, "04224d186440a7100000006f6b61666b61200600125061666b612000000000eb966342"),
+        ]
+        for (codec, hex) in fixtures {
+            #expect(try KafkaCompression.decompress(ByteBuffer(bytes: hexBytes(hex)), codec: codec) == text, "\(codec)")
+        }
+    }
+
     @Test func hostileRecordPayloadsThrow() throws {
         // Uncompressed batch whose payload is garbage: records() throws INVALID_RECORD, never traps.
         var rng = SplitMix(state: 7)
