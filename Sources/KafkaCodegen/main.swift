@@ -464,6 +464,8 @@ struct Generator {
         var extra = [
             "public static let validVersions: ClosedRange<Int16> = \(msg.valid.lo)...\(hi)",
             "public static let flexibleVersions: PartialRangeFrom<Int16>? = \(msg.flexible.map { "\($0.lo)..." } ?? "nil")",
+            "/// A value with every field at its JSON default.",
+            "public static var defaultValue: Self { Self() }",
         ]
         var conformances = "KafkaCodable"
         if let key = msg.apiKey {

@@ -7,6 +7,8 @@ import WoodpeckerCore
 public protocol KafkaCodable: Sendable, Equatable {
     static var validVersions: ClosedRange<Int16> { get }
     static var flexibleVersions: PartialRangeFrom<Int16>? { get }
+    /// A value with every field at its JSON default.
+    static var defaultValue: Self { get }
     init(from buffer: inout ByteBuffer, version: Int16) throws(DecodeError)
     /// Writes the fields present in `version`. Fields absent from `version` are not written, whatever their value;
     /// a nil value in a version where the field is not nullable is written as empty.

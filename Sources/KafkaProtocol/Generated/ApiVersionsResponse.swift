@@ -7,6 +7,8 @@ public struct ApiVersionsResponse: KafkaMessage {
     public static let apiKey: Int16 = 18
     public static let validVersions: ClosedRange<Int16> = 0...4
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 3...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The top-level error code.
     /// (versions 0+)

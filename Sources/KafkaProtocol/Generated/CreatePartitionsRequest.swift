@@ -7,6 +7,8 @@ public struct CreatePartitionsRequest: KafkaMessage {
     public static let apiKey: Int16 = 37
     public static let validVersions: ClosedRange<Int16> = 0...3
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 2...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// Each topic that we want to create new partitions inside.
     /// (versions 0+)

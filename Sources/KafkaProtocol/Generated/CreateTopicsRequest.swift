@@ -7,6 +7,8 @@ public struct CreateTopicsRequest: KafkaMessage {
     public static let apiKey: Int16 = 19
     public static let validVersions: ClosedRange<Int16> = 0...7
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 5...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The topics to create.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct CreateTopicsResponse: KafkaMessage {
     public static let apiKey: Int16 = 19
     public static let validVersions: ClosedRange<Int16> = 0...7
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 5...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The duration in milliseconds for which the request was throttled due to a quota violation, or zero if the request did not violate any quota.
     /// (versions 2+)

@@ -7,6 +7,8 @@ public struct DeleteGroupsRequest: KafkaMessage {
     public static let apiKey: Int16 = 42
     public static let validVersions: ClosedRange<Int16> = 0...2
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 2...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The group names to delete.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct DeleteTopicsRequest: KafkaMessage {
     public static let apiKey: Int16 = 20
     public static let validVersions: ClosedRange<Int16> = 0...6
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 4...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The name or topic ID of the topic
     /// (versions 6+)

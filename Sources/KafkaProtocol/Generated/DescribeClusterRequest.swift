@@ -7,6 +7,8 @@ public struct DescribeClusterRequest: KafkaMessage {
     public static let apiKey: Int16 = 60
     public static let validVersions: ClosedRange<Int16> = 0...1
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 0...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// Whether to include cluster authorized operations.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct DescribeConfigsRequest: KafkaMessage {
     public static let apiKey: Int16 = 32
     public static let validVersions: ClosedRange<Int16> = 0...4
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 4...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The resources whose configurations we want to describe.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct DescribeGroupsRequest: KafkaMessage {
     public static let apiKey: Int16 = 15
     public static let validVersions: ClosedRange<Int16> = 0...5
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 5...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The names of the groups to describe
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct FetchRequest: KafkaMessage {
     public static let apiKey: Int16 = 1
     public static let validVersions: ClosedRange<Int16> = 0...17
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 12...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The clusterId if known. This is used to validate metadata fetches prior to broker registration.
     /// (versions 12+, nullable 12+, tag 0)

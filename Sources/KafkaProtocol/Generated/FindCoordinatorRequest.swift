@@ -7,6 +7,8 @@ public struct FindCoordinatorRequest: KafkaMessage {
     public static let apiKey: Int16 = 10
     public static let validVersions: ClosedRange<Int16> = 0...6
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 3...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The coordinator key.
     /// (versions 0-3)

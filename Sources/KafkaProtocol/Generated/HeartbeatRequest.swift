@@ -7,6 +7,8 @@ public struct HeartbeatRequest: KafkaMessage {
     public static let apiKey: Int16 = 12
     public static let validVersions: ClosedRange<Int16> = 0...4
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 4...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The group id.
     /// (versions 0+)

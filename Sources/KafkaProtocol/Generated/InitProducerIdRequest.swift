@@ -7,6 +7,8 @@ public struct InitProducerIdRequest: KafkaMessage {
     public static let apiKey: Int16 = 22
     public static let validVersions: ClosedRange<Int16> = 0...5
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 2...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The transactional id, or null if the producer is not transactional.
     /// (versions 0+, nullable 0+)

@@ -7,6 +7,8 @@ public struct JoinGroupRequest: KafkaMessage {
     public static let apiKey: Int16 = 11
     public static let validVersions: ClosedRange<Int16> = 0...9
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 6...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The group identifier.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct LeaveGroupRequest: KafkaMessage {
     public static let apiKey: Int16 = 13
     public static let validVersions: ClosedRange<Int16> = 0...5
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 4...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The ID of the group to leave.
     /// (versions 0+)

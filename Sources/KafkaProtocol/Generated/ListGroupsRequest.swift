@@ -7,6 +7,8 @@ public struct ListGroupsRequest: KafkaMessage {
     public static let apiKey: Int16 = 16
     public static let validVersions: ClosedRange<Int16> = 0...5
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 3...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The states of the groups we want to list. If empty, all groups are returned with their state.
     /// (versions 4+)

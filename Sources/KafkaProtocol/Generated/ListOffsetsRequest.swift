@@ -7,6 +7,8 @@ public struct ListOffsetsRequest: KafkaMessage {
     public static let apiKey: Int16 = 2
     public static let validVersions: ClosedRange<Int16> = 0...9
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 6...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The broker ID of the requester, or -1 if this request is being made by a normal consumer.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct MetadataRequest: KafkaMessage {
     public static let apiKey: Int16 = 3
     public static let validVersions: ClosedRange<Int16> = 0...12
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 9...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The topics to fetch metadata for.
     /// (versions 0+, nullable 1+)

@@ -7,6 +7,8 @@ public struct OffsetDeleteRequest: KafkaMessage {
     public static let apiKey: Int16 = 47
     public static let validVersions: ClosedRange<Int16> = 0...0
     public static let flexibleVersions: PartialRangeFrom<Int16>? = nil
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The unique group identifier.
     /// (versions 0+)

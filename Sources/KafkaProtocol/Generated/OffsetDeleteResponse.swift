@@ -7,6 +7,8 @@ public struct OffsetDeleteResponse: KafkaMessage {
     public static let apiKey: Int16 = 47
     public static let validVersions: ClosedRange<Int16> = 0...0
     public static let flexibleVersions: PartialRangeFrom<Int16>? = nil
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The top-level error code, or 0 if there was no error.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct ProduceRequest: KafkaMessage {
     public static let apiKey: Int16 = 0
     public static let validVersions: ClosedRange<Int16> = 0...11
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 9...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The transactional ID, or null if the producer is not transactional.
     /// (versions 3+, nullable 3+)

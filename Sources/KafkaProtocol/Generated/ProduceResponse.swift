@@ -7,6 +7,8 @@ public struct ProduceResponse: KafkaMessage {
     public static let apiKey: Int16 = 0
     public static let validVersions: ClosedRange<Int16> = 0...11
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 9...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// Each produce response
     /// (versions 0+)

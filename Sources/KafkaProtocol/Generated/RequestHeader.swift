@@ -6,6 +6,8 @@ import WoodpeckerCore
 public struct RequestHeader: KafkaCodable {
     public static let validVersions: ClosedRange<Int16> = 0...2
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 2...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The API key of this request.
     /// (versions 0+)

@@ -6,6 +6,8 @@ import WoodpeckerCore
 public struct ResponseHeader: KafkaCodable {
     public static let validVersions: ClosedRange<Int16> = 0...1
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 1...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The correlation ID of this response.
     /// (versions 0+)

@@ -7,6 +7,8 @@ public struct SyncGroupRequest: KafkaMessage {
     public static let apiKey: Int16 = 14
     public static let validVersions: ClosedRange<Int16> = 0...5
     public static let flexibleVersions: PartialRangeFrom<Int16>? = 4...
+    /// A value with every field at its JSON default.
+    public static var defaultValue: Self { Self() }
 
     /// The unique group identifier.
     /// (versions 0+)
