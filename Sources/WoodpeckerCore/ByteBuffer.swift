@@ -144,8 +144,24 @@ public struct ByteBuffer: Sendable, Hashable, CustomStringConvertible {
         return endianness == .big ? T(bigEndian: v) : T(littleEndian: v)
     }
 
+    /// Drops storage outside the readable range, so that a slice about to be modified copies only its own bytes
+    /// (not the whole parent buffer it shares storage with). Returns how far indices moved.
+    @discardableResult
+    public mutating func compactToReadable() -> Int {
+        let shift = readerIndex
+        guard readerIndex != 0 || writerIndex != storage.count else { return 0 }
+        storage = Array(storage[readerIndex..<writerIndex])
+        writerIndex -= shift
+        readerIndex = 0
+        return shift
+    }
+
     @inlinable
     public mutating func setInteger<T: FixedWidthInteger>(_ value: T, at index: Int, endianness: Endianness = .big) {
+        var index = index
+        if index >= readerIndex && (readerIndex != 0 || writerIndex != storage.count) {
+            index -= compactToReadable()
+        }
         let size = MemoryLayout<T>.size
         precondition(index >= 0 && index + size <= writerIndex, "setInteger out of bounds")
         let v = endianness == .big ? value.bigEndian : value.littleEndian
