@@ -56,11 +56,11 @@ variant() {
   consume -o beginning -f '%o\n' >"$out"
   check "$KCAT_NAME: offsets are exactly 0..$((N-1)) in order" same_file <(seq 0 $((N-1))) "$out"
 
-  check_known_tansu_bug "high watermark counts batches, not records" \
+  check_known_tansu_bug "high watermark = base offset of the last batch + 1" \
     "$KCAT_NAME: -o end -e consumes nothing old" o_end_is_empty
 
   consume -o -10 -f '%k:%s:%h\n' >"$out"
-  check_known_tansu_bug "high watermark counts batches, not records" \
+  check_known_tansu_bug "high watermark = base offset of the last batch + 1" \
     "$KCAT_NAME: -o -10 returns exactly the last 10 records" same_file <(tail -n 10 "$expect") "$out"
 
   consume -o $((N-10)) -f '%k:%s:%h\n' >"$out"
@@ -70,7 +70,7 @@ variant() {
   check "$KCAT_NAME: -o $((N/2)) -c 5 returns offsets $((N/2))..$((N/2+4)) with their records" \
     same_file <(sed -n "$((N/2+1)),$((N/2+5))p" "$expect" | awk -v s=$((N/2)) '{print s+NR-1 " " $0}') "$out"
 
-  check_known_tansu_bug "high watermark counts batches, not records" \
+  check_known_tansu_bug "high watermark = base offset of the last batch + 1" \
     "$KCAT_NAME: a consumer at -o end gets the next new record, not an old one" o_end_gets_only_new
 
   # -Q: offsets for times, T0, T0+1000, ..., T0+9000: once as 10 single-record batches, once as one
@@ -108,7 +108,7 @@ query_times() {
   if [ "$batch" = 1 ]; then
     check "$KCAT_NAME: -Q $TQ:0:-1 (latest) -> 10" equals 10 "$got" "latest offset"
   else
-    check_known_tansu_bug "high watermark counts batches, not records" \
+    check_known_tansu_bug "high watermark = base offset of the last batch + 1" \
       "$KCAT_NAME: -Q $TQ:0:-1 (latest) -> 10" equals 10 "$got" "latest offset"
   fi
 }
