@@ -275,7 +275,7 @@ broker_kill9() {
   wait "$BROKER_PID" 2>/dev/null
   log "broker pid $BROKER_PID killed with SIGKILL"
   BROKER_PID=""
-  wait_port_closed "$BROKER_PORT" 10
+  wait_port_closed "${TANSU_INNER_PORT:-$BROKER_PORT}" 10
 }
 
 broker_restart() { broker_start; }

@@ -6,6 +6,7 @@ and that each partition's log has strictly increasing offsets. Reads every parti
 beginning with assign() (no consumer group). Exit 0 only if all of that holds."""
 import argparse
 import collections
+import time
 
 from kcommon import Deadline, die, say
 
@@ -45,7 +46,8 @@ def main():
     md = c.list_topics(a.topic, timeout=min(20, dl.remaining()))
     t = md.topics.get(a.topic)
     if t is None or t.error is not None:
-        die(f"topic {a.topic} not in metadata: {t.error if t else 'absent'}")
+        problems.append(f"topic {a.topic} not in metadata: {t.error if t else 'absent'}")
+        die("; ".join(problems))
     parts = sorted(t.partitions)
     max_acked = collections.defaultdict(lambda: -1)
     for (part, off) in acked:
@@ -61,16 +63,24 @@ def main():
     log = {}
     last = collections.defaultdict(lambda: -1)
     done = set()
+    stuck = {}
     non_monotonic = 0
     while len(done) < len(parts) and not dl.expired():
         m = c.poll(0.5)
+        for part, (at, since) in stuck.items():
+            if last[part] == at and time.monotonic() - since > 5:
+                done.add(part)
         if m is None:
             continue
         part = m.partition()
         if m.error():
             if m.error().code() == KafkaError._PARTITION_EOF:
+                # Done at the end of the log once past every acknowledged offset; if the log ends
+                # short of them, give it 5 s without progress, then report what is missing.
                 if last[part] >= max(max_acked[part], hwm.get(part, 0) - 1):
                     done.add(part)
+                else:
+                    stuck[part] = (last[part], time.monotonic())
                 continue
             die(f"consume error on partition {part}: {m.error()}")
         off = m.offset()
@@ -89,7 +99,8 @@ def main():
     for k in sorted(missing)[:5]:
         problems.append(f"acknowledged record {acked[k][0]} at partition {k[0]} offset {k[1]} is missing")
     for k in sorted(wrong)[:5]:
-        problems.append(f"partition {k[0]} offset {k[1]}: acknowledged {acked[k][0]}, log has {log[k][0]}")
+        what = "value differs" if log[k][0] == acked[k][0] else f"log has key {log[k][0]}"
+        problems.append(f"partition {k[0]} offset {k[1]}: acknowledged {acked[k][0]}, {what}")
     keys_in_log = collections.Counter(v[0] for v in log.values())
     dup_keys = sum(1 for n in keys_in_log.values() if n > 1)
     say(f"verify: keys written more than once (allowed for retries of unacknowledged sends): {dup_keys}")
