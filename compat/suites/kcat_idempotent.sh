@@ -13,6 +13,7 @@ variant() {
   "$PYTHON" "$COMPAT_PY/gen_lines.py" --count $N --prefix ida --out "$in1" --expect "$exp.1" --headers "run=1"
   "$PYTHON" "$COMPAT_PY/gen_lines.py" --count $N --prefix idb --out "$in2" --expect "$exp.2" --headers "run=2"
   cat "$exp.1" "$exp.2" >"$exp"
+  : >"$COMPAT_TMP/kcat.stderr"   # only this variant's kcat log is searched for idempotence errors
   check "$KCAT_NAME: idempotent producer #1 sends $N records to $T[0]" \
     kc -P -t "$T" -p 0 -K: -H run=1 -X enable.idempotence=true -X linger.ms=10 -X max.in.flight=5 -l "$in1"
   check "$KCAT_NAME: idempotent producer #2 sends $N more records" \
