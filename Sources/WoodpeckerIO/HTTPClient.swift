@@ -58,11 +58,25 @@ public final class HTTPClient: @unchecked Sendable {
 
     /// Sends `request` and returns the complete response. Throws for transport failures only (refused,
     /// timeout, reset, body too large, client closed), never for an HTTP status.
+    /// Cancelling the calling task ends the request with `.clientClosed`.
     public func execute(_ request: HTTPRequest) async throws -> HTTPResponse {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<HTTPResponse, any Error>) in
+        let slot = TransferSlot()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<HTTPResponse, any Error>) in
+                loop.executeOrRun {
+                    let t = HTTPTransfer(request: request, mode: .buffered { c.resume(with: $0.mapError { $0 as any Error }) })
+                    slot.transfer = t
+                    if slot.cancelled {
+                        t.finish(.failure(WoodpeckerError(.clientClosed, "\(t.label): cancelled")))
+                    } else {
+                        self.submit(t)
+                    }
+                }
+            }
+        } onCancel: {
             loop.executeOrRun {
-                let t = HTTPTransfer(request: request, mode: .buffered { c.resume(with: $0.mapError { $0 as any Error }) })
-                self.submit(t)
+                slot.cancelled = true
+                if let t = slot.transfer { self.cancel(t, error: WoodpeckerError(.clientClosed, "\(t.label): cancelled")) }
             }
         }
     }
@@ -317,6 +331,12 @@ public final class HTTPClient: @unchecked Sendable {
         }
         startQueued()
     }
+}
+
+/// Hands a transfer to a task-cancellation handler. Touched on the loop thread only.
+private final class TransferSlot: @unchecked Sendable {
+    var transfer: HTTPTransfer?
+    var cancelled = false
 }
 
 /// A response whose body arrives in chunks.

@@ -239,3 +239,27 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
         }
     }
 }
+
+@Suite struct HTTPClientCancellationTests {
+    @Test func cancellingTheTaskEndsTheRequest() async throws {
+        try await withHTTP { client, server in
+            let url = server.baseURL + "/hang"
+            let task = Task(executorPreference: client.loop) { () -> WoodpeckerError.Code? in
+                do {
+                    _ = try await client.execute(HTTPRequest(url: url, timeoutMs: 20_000))
+                    return nil
+                } catch let e as WoodpeckerError {
+                    return e.code
+                } catch {
+                    return .internalError
+                }
+            }
+            try await Task.sleep(nanoseconds: 100_000_000)
+            let start = nowMs()
+            task.cancel()
+            #expect(await task.value == .clientClosed)
+            #expect(nowMs() - start < 2_000)
+            #expect(await client.stats().active == 0)
+        }
+    }
+}
