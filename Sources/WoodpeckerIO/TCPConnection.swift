@@ -69,6 +69,8 @@ public final class TCPConnection: @unchecked Sendable {
     public var isClosing: Bool { state != .open }
     /// True after `connectionClosed` was delivered.
     public var isClosed: Bool { state == .closed }
+    /// Number of `uv_write` calls issued so far (each carries every buffer queued since the previous one).
+    public private(set) var flushCount = 0
     /// True while the application asked to stop reading.
     public private(set) var isReadingPaused = false
 
@@ -241,6 +243,7 @@ public final class TCPConnection: @unchecked Sendable {
         req.pointee.data = Unmanaged.passRetained(batch).toOpaque()
         // libuv copies the uv_buf_t array, so `bufs` can be freed on return.
         let rc = uv_write(req, uvStream(tcp), bufs, n, tcpWriteCallback)
+        flushCount += 1
         if rc != 0 {
             Unmanaged<WriteBatch>.fromOpaque(req.pointee.data).release()
             req.deallocate()

@@ -60,6 +60,8 @@ import WoodpeckerCore
             // All 2000 writes were queued in this turn; nothing has left yet.
             #expect(conn.pendingWriteBytes == count * 8)
             let bytes = try await conn.receive(exactly: count * 4)
+            // ... and they left in a single uv_write of 2000 buffers.
+            #expect(conn.flushCount == 1)
             var r = bytes
             var out: [UInt32] = []
             for _ in 0..<count { out.append(try r.readInteger(as: UInt32.self) ) }
@@ -148,19 +150,21 @@ import WoodpeckerCore
     @Test func idleTimeoutClosesWithReason() async throws {
         let loop = EventLoop(name: "idle")
         var opts = TCPServerOptions()
-        opts.connection.idleTimeoutMs = 100
+        opts.connection.idleTimeoutMs = 300
         let probe = Shared<WoodpeckerError?>(nil)
         let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0, options: opts) { _ in
             CloseRecorder(probe: probe)
         }
         let start = nowMs()
         let conn = try await TCPClient.connect(loop: loop, host: "127.0.0.1", port: server.port)
-        // Activity postpones the timeout.
-        try await Task.sleep(nanoseconds: 60_000_000)
-        try await conn.send(ByteBuffer(bytes: [1]))
+        // Activity postpones the timeout: four sends 100 ms apart keep it open past 300 ms.
+        for _ in 0..<4 {
+            try await Task.sleep(nanoseconds: 100_000_000)
+            try await conn.send(ByteBuffer(bytes: [1]))
+        }
         #expect(await conn.waitClosed() == nil)  // the client sees an orderly end of stream
         let elapsed = nowMs() - start
-        #expect(elapsed >= 150)
+        #expect(elapsed >= 700)
         #expect(await eventually { probe.value != nil })
         let e = try #require(probe.value)
         #expect(e.code == .timeout)

@@ -30,7 +30,7 @@ import WoodpeckerCore
         }.value
         let c = counts.value
         #expect(c.once == 1)
-        #expect(c.repeating >= 4 && c.repeating <= 11)
+        #expect(c.repeating >= 2 && c.repeating <= 11)  // libuv skips missed repeats on a busy machine
         #expect(c.cancelled == 0)
         #expect(await loop.openHandleCount() == 0)
         #expect(loop.shutdown() == 0)
