@@ -11,7 +11,7 @@ public struct WALConfig: Sendable {
     /// Flush at once when no block is in flight (lowest latency at low load; group commit under load).
     public var flushWhenIdle: Bool = true
     /// Blocks uploaded concurrently; acknowledgements still complete strictly in order.
-    public var maxInFlightBlocks: Int = 4
+    public var maxInFlightBlocks: Int = 16
     /// Bytes buffered or in flight per writer; appends beyond it wait (up to `appendWaitTimeoutMs`).
     public var writerBufferBytes: Int = Limits.writerBufferBytes
     public var appendWaitTimeoutMs: UInt64 = UInt64(Limits.appendWaitTimeoutMs)
