@@ -82,6 +82,10 @@ public actor LogWriter {
     public private(set) var blocksFlushed = 0
     public private(set) var bytesFlushed = 0
     public private(set) var encodedBytesFlushed = 0
+    /// Payload bytes buffered or in flight right now, and the most ever (never above `writerBufferBytes` for
+    /// entries appended with `append`).
+    public var bufferedBytes: Int { queuedBytes + inFlightBytes }
+    public private(set) var peakBufferedBytes = 0
 
     init(log: Log, loop: EventLoop, config: WALConfig, writerName: String) {
         self.log = log
@@ -166,6 +170,7 @@ public actor LogWriter {
         queue.append(Pending(entry: SegmentEntry(key: key, timestamp: timestamp, payload: payload),
                              completion: completion, enqueuedAtMs: Clock.monotonicMillis()))
         queuedBytes += size
+        peakBufferedBytes = max(peakBufferedBytes, queuedBytes + inFlightBytes)
         pump()
     }
 
