@@ -133,8 +133,13 @@ public actor Log {
 
     // MARK: metadata
 
-    nonisolated func objects(segment: Int64) -> SegmentObjects {
-        SegmentObjects(store: client.store, prefix: client.objectPrefix, logId: logId, segmentId: segment)
+    /// The storage of one segment, in the client's layout (local files or objects).
+    nonisolated func segmentStore(_ segment: Int64) -> any SegmentStore {
+        if let root = client.segmentFilesRoot {
+            return FileSegmentStore(loop: loop, root: root, logId: logId, segmentId: segment)
+        }
+        return ObjectSegmentStore(store: client.store, maxConcurrentWrites: config.maxInFlightBlocks,
+                                  prefix: client.objectPrefix, logId: logId, segmentId: segment)
     }
 
     /// All segment metadata in id order.
@@ -191,7 +196,7 @@ public actor Log {
     /// Recovery of an active segment left by another (or a crashed) writer: fence its objects, compute the LAC
     /// from the contiguous verified blocks, write the footer, and CAS the metadata to Completed.
     func fenceAndComplete(_ s: Versioned<SegmentMeta>) async throws {
-        let objs = objects(segment: s.value.segmentId)
+        let objs = segmentStore(s.value.segmentId)
         let blocks: [BlockInfo]
         if let footer = try await objs.readFooter() {
             blocks = footer.blocks  // completed in storage but not in metadata (crash between the two)
@@ -225,19 +230,19 @@ public actor Log {
     public func lastEntry() async throws -> LogEntry? {
         let metas = try await segmentMetas()
         for s in metas.reversed() {
-            let objs = objects(segment: s.value.segmentId)
-            var info: BlockInfo?
+            let objs = segmentStore(s.value.segmentId)
+            var blocks: [BlockInfo] = []
             var compacted = false
             if s.value.segmentId == activeSegmentId {
-                info = activeBlocks.last
+                blocks = activeBlocks
             } else if s.value.state == .active {
-                info = try await objs.probeBlocks().blocks.last
+                blocks = try await objs.probeBlocks()
             } else if let f = try await objs.readFooter() {
-                info = f.blocks.last
+                blocks = f.blocks
                 compacted = f.compacted
             }
-            guard let info else { continue }
-            guard let block = try await objs.readBlock(key: objs.key(for: info, compacted: compacted)),
+            guard !blocks.isEmpty else { continue }
+            guard let block = try await objs.readBlock(at: blocks.count - 1, of: blocks, compacted: compacted),
                   let e = block.entries.last
             else { continue }
             return LogEntry(id: LogMessageId(segmentId: s.value.segmentId, entryId: block.info.lastEntryId),
@@ -296,9 +301,7 @@ public actor Log {
                 t.state = .truncated
                 rev = try await casSegmentMeta(t, expectedRevision: s.modRevision)
             }
-            let objs = objects(segment: id)
-            let keys = try await client.store.listAll(prefix: objs.dir).map(\.key)
-            try await client.store.delete(keys: keys)
+            try await segmentStore(id).deleteAll()
             let key = client.keys.segment(name, id)
             _ = try await client.metadata.txn(compare: [.unchanged(key, modRevision: rev)], then: [.delete(key: key)])
         }
@@ -308,57 +311,16 @@ public actor Log {
     /// the compacted flag (same LAC), marks the segment Sealed and deletes the original blocks. Safe to re-run
     /// after a crash at any step.
     public func compact(_ s: Versioned<SegmentMeta>) async throws {
-        let objs = objects(segment: s.value.segmentId)
+        let objs = segmentStore(s.value.segmentId)
         guard let footer = try await objs.readFooter() else {
-            throw WoodpeckerError(.corrupted, "completed segment \(objs.dir) has no footer")
+            throw WoodpeckerError(.corrupted, "completed segment \(objs.location) has no footer")
         }
-        if !footer.compacted {
-            guard footer.blocks.count > 1 else { return try await seal(s, footer) }
-            // Plan groups of consecutive original blocks of about the target size, then write each merged block.
-            var groups: [[BlockInfo]] = [[]]
-            var groupBytes = 0
-            for info in footer.blocks {
-                if !groups[groups.count - 1].isEmpty && groupBytes + info.size > config.compactionTargetBytes {
-                    groups.append([])
-                    groupBytes = 0
-                }
-                groups[groups.count - 1].append(info)
-                groupBytes += info.size
-            }
-            var merged: [BlockInfo] = []
-            var nextFirst: Int64 = 0
-            for group in groups {
-                var entries: [SegmentEntry] = []
-                for info in group {
-                    guard let block = try await objs.readBlock(key: objs.blockKey(info.blockNumber)) else {
-                        throw WoodpeckerError(.corrupted, "block \(objs.blockKey(info.blockNumber)) listed in the footer is missing")
-                    }
-                    // Never carry entries past the LAC into the compacted copy.
-                    for (k, e) in block.entries.enumerated() where block.info.firstEntryId + Int64(k) <= footer.lac {
-                        entries.append(e)
-                    }
-                }
-                guard !entries.isEmpty else { continue }
-                let n = Int32(merged.count)
-                let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: nextFirst, entries: entries, includeHeader: n == 0)
-                try await client.store.put(objs.mergedKey(n), bytes)
-                merged.append(BlockInfo.of(n, nextFirst, entries, size: bytes.readableBytes))
-                nextFirst += Int64(entries.count)
-            }
-            let compacted = SegmentFooter(blocks: merged, lac: footer.lac, compacted: true, totalRecords: footer.totalRecords)
-            try await client.store.put(objs.footerKey, SegmentCodec.encodeFooter(compacted))
-            try await seal(s, compacted)
-        } else {
-            try await seal(s, footer)
+        guard let compacted = try await objs.compact(footer, targetBytes: config.compactionTargetBytes) else {
+            return try await seal(s, footer)  // nothing to merge in this layout or segment
         }
-        // Remove originals (and any fence object) now that the compacted footer is the commit point.
-        let originals = try await client.store.listAll(prefix: objs.dir).map(\.key).filter {
-            let file = $0.dropFirst(objs.dir.count)
-            return !file.hasPrefix("m_") && file != "footer.blk"
-        }
-        if footer.compacted || footer.blocks.count > 1 {
-            try await client.store.delete(keys: originals)
-        }
+        try await seal(s, compacted)
+        // Remove originals now that the compacted footer is the commit point.
+        try await objs.removeOriginals(after: compacted)
     }
 
     private func seal(_ s: Versioned<SegmentMeta>, _ footer: SegmentFooter) async throws {

@@ -71,7 +71,7 @@ public actor LogReader {
             return LogMessageId(segmentId: id, entryId: (blocks.last?.lastEntryId ?? -1) + 1)
         }
         if last.value.state == .active {
-            let probed = try await log.objects(segment: id).probeBlocks().blocks
+            let probed = try await log.segmentStore(id).probeBlocks()
             return LogMessageId(segmentId: id, entryId: (probed.last?.lastEntryId ?? -1) + 1)
         }
         return LogMessageId(segmentId: id + 1, entryId: 0)
@@ -84,8 +84,8 @@ public actor LogReader {
             let id = s.value.segmentId
             let blocks = try await blockInfos(segment: id, state: s.value.state)
             guard let bi = blocks.infos.firstIndex(where: blockMatch) else { continue }
-            for info in blocks.infos[bi...] where blockMatch(info) {
-                guard let block = try await loadBlock(segment: id, info: info, compacted: blocks.compacted) else { continue }
+            for i in bi..<blocks.infos.count where blockMatch(blocks.infos[i]) {
+                guard let block = try await loadBlock(segment: id, index: i, of: blocks.infos, compacted: blocks.compacted) else { continue }
                 for (k, e) in block.entries.enumerated() where entryMatch(e) {
                     let eid = block.info.firstEntryId + Int64(k)
                     if eid > blocks.lac { break }
@@ -105,21 +105,20 @@ public actor LogReader {
             let b = await log.activeBlocks
             return (b, false, b.last?.lastEntryId ?? -1)
         }
-        let b = try await log.objects(segment: id).probeBlocks().blocks
+        let b = try await log.segmentStore(id).probeBlocks()
         return (b, false, b.last?.lastEntryId ?? -1)
     }
 
     private func footer(_ id: Int64) async throws -> SegmentFooter? {
         if let f = footers[id] { return f }
-        let f = try await log.objects(segment: id).readFooter()
+        let f = try await log.segmentStore(id).readFooter()
         if let f { footers[id] = f }
         return f
     }
 
-    private func loadBlock(segment: Int64, info: BlockInfo, compacted: Bool) async throws -> DecodedBlock? {
-        if !compacted, let b = await log.cachedBlock(segment: segment, entryId: info.firstEntryId) { return b }
-        let objs = log.objects(segment: segment)
-        return try await objs.readBlock(key: objs.key(for: info, compacted: compacted))
+    private func loadBlock(segment: Int64, index: Int, of infos: [BlockInfo], compacted: Bool) async throws -> DecodedBlock? {
+        if !compacted, let b = await log.cachedBlock(segment: segment, entryId: infos[index].firstEntryId) { return b }
+        return try await log.segmentStore(segment).readBlock(at: index, of: infos, compacted: compacted)
     }
 
     // MARK: reading
@@ -188,33 +187,31 @@ public actor LogReader {
         if let b = await log.cachedBlock(segment: seg, entryId: position.entryId) {
             return remember(b, seg)
         }
-        let objs = log.objects(segment: seg)
+        let objs = log.segmentStore(seg)
         if let f = try await footer(seg) {
             guard position.entryId <= f.lac, let i = SegmentCodec.blockIndex(containingEntry: position.entryId, in: f.blocks) else { return nil }
-            do {
-                guard let b = try await objs.readBlock(key: objs.key(for: f.blocks[i], compacted: f.compacted)) else {
-                    // Compaction replaced the originals after we cached the footer: reload it once.
-                    footers[seg] = nil
-                    guard let f2 = try await footer(seg), let j = SegmentCodec.blockIndex(containingEntry: position.entryId, in: f2.blocks),
-                          let b2 = try await objs.readBlock(key: objs.key(for: f2.blocks[j], compacted: f2.compacted))
-                    else { throw WoodpeckerError(.corrupted, "segment \(objs.dir): block for entry \(position.entryId) is missing") }
-                    return remember(b2, seg)
-                }
-                return remember(b, seg)
+            guard let b = try await objs.readBlock(at: i, of: f.blocks, compacted: f.compacted) else {
+                // Compaction replaced the originals after we cached the footer: reload it once.
+                footers[seg] = nil
+                guard let f2 = try await footer(seg), let j = SegmentCodec.blockIndex(containingEntry: position.entryId, in: f2.blocks),
+                      let b2 = try await objs.readBlock(at: j, of: f2.blocks, compacted: f2.compacted)
+                else { throw WoodpeckerError(.corrupted, "segment \(objs.location): block for entry \(position.entryId) is missing") }
+                return remember(b2, seg)
             }
+            return remember(b, seg)
         }
         // Active segment: the in-process writer's block list, else probe storage block by block.
         if await log.activeSegmentId == seg {
             let blocks = await log.activeBlocks
             guard let i = SegmentCodec.blockIndex(containingEntry: position.entryId, in: blocks) else { return nil }
-            return try await objs.readBlock(key: objs.blockKey(blocks[i].blockNumber)).map { remember($0, seg) }
+            return try await objs.readBlock(at: i, of: blocks, compacted: false).map { remember($0, seg) }
         }
         if currentSegment != seg { probeBlock = 0 }
         currentSegment = seg
         while true {
             let b: DecodedBlock?
             do {
-                b = try await objs.readBlock(key: objs.blockKey(probeBlock))
+                b = try await objs.readBlock(number: probeBlock)
             } catch let e as WoodpeckerError where e.code == .segmentFenced {
                 return nil  // recovery is sealing this segment; its footer will tell the rest
             }

@@ -45,7 +45,7 @@ public actor LogWriter {
         var id: Int64
         var metaRevision: Int64
         var meta: SegmentMeta
-        var objects: SegmentObjects
+        var objects: any SegmentStore
         var nextEntryId: Int64 = 0
         var nextBlock: Int32 = 0
         var blocks: [BlockInfo] = []
@@ -129,7 +129,7 @@ public actor LogWriter {
         let now = Clock.wallMillis()
         let meta = SegmentMeta(segmentId: id, state: .active, createTimeMs: now, writer: writerName)
         let rev = try await log.createSegmentMeta(meta)
-        let objects = log.objects(segment: id)
+        let objects = log.segmentStore(id)
         await log.segmentOpened(id)
         return Segment(id: id, metaRevision: rev, meta: meta, objects: objects, createdAtMs: now)
     }
@@ -202,6 +202,7 @@ public actor LogWriter {
     }
 
     private var queuedCount: Int { queue.count - queueHead }
+    private var maxInFlight: Int { min(config.maxInFlightBlocks, segment?.objects.maxConcurrentWrites ?? 1) }
 
     /// Starts as many blocks as the triggers and the in-flight bound allow; arms the interval timer otherwise.
     private func pump() {
@@ -210,7 +211,7 @@ public actor LogWriter {
             maybeRoll()
             return
         }
-        while queuedCount > 0 && inFlight.count < config.maxInFlightBlocks && shouldFlushNow() {
+        while queuedCount > 0 && inFlight.count < maxInFlight && shouldFlushNow() {
             startBlock()
             if rollPending { break }
         }
@@ -239,7 +240,7 @@ public actor LogWriter {
 
     private func timerFired() {
         timerArmed = false
-        if queuedCount > 0 && inFlight.count < config.maxInFlightBlocks && !rollPending && !rolling {
+        if queuedCount > 0 && inFlight.count < maxInFlight && !rollPending && !rolling {
             startBlock()
         }
         pump()
@@ -278,27 +279,16 @@ public actor LogWriter {
                                  completions: completions, bytes: bytes, encodedSize: encoded.readableBytes))
         let segId = seg.id
         Task(executorPreference: loop) {
-            let result = await Self.upload(objects, blockNumber, encoded)
-            await self.blockFinished(segmentId: segId, blockNumber: blockNumber, result.map { _ in () })
-        }
-    }
-
-    /// Conditional put of a block. "Already exists" is success only if the object holds exactly our bytes
-    /// (a retried put that had landed); a fence object there means a newer writer took over.
-    private static func upload(_ objects: SegmentObjects, _ n: Int32, _ bytes: ByteBuffer) async -> Result<Void, WoodpeckerError> {
-        do {
-            try await objects.store.putIfAbsent(objects.blockKey(n), bytes)
-            return .success(())
-        } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
-            if let existing = try? await objects.store.get(objects.blockKey(n)), existing == bytes {
-                return .success(())
+            let result: Result<Void, WoodpeckerError>
+            do {
+                try await objects.writeBlock(blockNumber, encoded)
+                result = .success(())
+            } catch let e as WoodpeckerError {
+                result = .failure(e)
+            } catch {
+                result = .failure(WoodpeckerError(.ioFailure, "\(objects.location) block \(blockNumber): \(error)"))
             }
-            return .failure(WoodpeckerError(.lockLost,
-                "segment \(objects.dir) was fenced by a newer writer; reopen the writer to continue"))
-        } catch let e as WoodpeckerError {
-            return .failure(e)
-        } catch {
-            return .failure(WoodpeckerError(.ioFailure, "\(objects.blockKey(n)): \(error)"))
+            await self.blockFinished(segmentId: segId, blockNumber: blockNumber, result)
         }
     }
 
@@ -412,6 +402,7 @@ public actor LogWriter {
         let footer = SegmentFooter(blocks: seg.blocks, lac: lac, compacted: false,
                                    totalRecords: Int(lac + 1))
         try await seg.objects.writeFooter(footer)
+        await seg.objects.release()
         var meta = seg.meta
         meta.state = .completed
         meta.completionTimeMs = Clock.wallMillis()
@@ -454,7 +445,7 @@ public actor LogWriter {
         auditor = nil
         if case .open = state {
             while queuedCount > 0 || !inFlight.isEmpty || rolling {
-                if queuedCount > 0 && inFlight.count < config.maxInFlightBlocks && !rollPending && !rolling { startBlock() }
+                if queuedCount > 0 && inFlight.count < maxInFlight && !rollPending && !rolling { startBlock() }
                 await withCheckedContinuation { closeWaiters.append($0) }
             }
             if case .open = state, let seg = segment {

@@ -17,13 +17,25 @@ public final class WoodpeckerClient: Sendable {
     public let config: WALConfig
     /// Object keys are `<objectPrefix><logId>/<segmentId>/...`.
     public let objectPrefix: String
+    /// When set, segments are `data.log` files under this directory (local mode) instead of objects in `store`.
+    public let segmentFilesRoot: String?
     let keys: MetaKeys
     /// Identifies this process in segment metadata (diagnostics only).
     let writerName: String
     private let registry: LogRegistry
 
+    /// A client whose segments are objects in `store` (one object per block; S3, or files via `LocalFileStore`).
+    public convenience init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
+                            metadataRoot: String = "woodpecker", objectPrefix: String = "") {
+        self.init(loop: loop, store: store, metadata: metadata, config: config, metadataRoot: metadataRoot,
+                  objectPrefix: objectPrefix, segmentFilesRoot: nil)
+    }
+
+    /// A client in local mode: each segment is one `data.log` under `segmentFilesRoot` (one fdatasync per block).
+    /// `store` is still used for anything stored as objects (none today besides segments).
     public init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
-                metadataRoot: String = "woodpecker", objectPrefix: String = "") {
+                metadataRoot: String = "woodpecker", objectPrefix: String = "", segmentFilesRoot: String?) {
+        self.segmentFilesRoot = segmentFilesRoot
         self.loop = loop
         self.store = store
         self.metadata = metadata
@@ -100,6 +112,10 @@ public final class WoodpeckerClient: Sendable {
     public func deleteLog(_ name: String) async throws {
         guard let kv = try await metadata.get(keys.log(name)) else { return }
         let meta = try MetaCodec.decode(LogMeta.self, kv)
+        let log = await registry.log(name: name, logId: meta.logId, client: self)
+        for s in try await log.segmentMetas() {
+            try await log.segmentStore(s.value.segmentId).deleteAll()
+        }
         let objects = try await store.listAll(prefix: "\(objectPrefix)\(meta.logId)/").map(\.key)
         try await store.delete(keys: objects)
         _ = try await metadata.txn(compare: [.unchanged(keys.log(name), modRevision: kv.modRevision)],

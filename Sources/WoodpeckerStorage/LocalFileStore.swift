@@ -166,7 +166,7 @@ public final class LocalFileStore: ObjectStore {
 }
 
 /// Blocking file helpers; call only from the threadpool (inside `runBlocking`).
-enum FileOps {
+public enum FileOps {
     static func parent(of path: String) -> String {
         guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return "." }
         if slash == path.utf8.startIndex { return "/" }
@@ -174,7 +174,7 @@ enum FileOps {
     }
 
     /// `mkdir -p dir`; each directory created is made durable by fsyncing its parent.
-    static func makeDirectories(_ dir: String) throws {
+    public static func makeDirectories(_ dir: String) throws {
         var st = stat()
         if stat(dir, &st) == 0 {
             if (st.st_mode & S_IFMT) == S_IFDIR { return }
@@ -219,7 +219,7 @@ enum FileOps {
         }
     }
 
-    static func fsyncDirectory(_ dir: String) throws {
+    public static func fsyncDirectory(_ dir: String) throws {
         let fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if fd < 0 { throw ioError("open directory", path: dir, errno: errno) }
         defer { close(fd) }

@@ -15,7 +15,8 @@ struct Runtime {
     let metadata: any MetadataStore
     let client: WoodpeckerClient
 
-    /// `<dataDir>/objects` holds log data, `<dataDir>/meta` the embedded metadata journal.
+    /// `<dataDir>/segments` holds log data (one `data.log` per segment), `<dataDir>/meta` the embedded metadata
+    /// journal, `<dataDir>/objects` anything stored as objects.
     static func local(dataDir: String, config: WALConfig = WALConfig()) async throws -> Runtime {
         try makeDirectories(dataDir)
         // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
@@ -23,7 +24,8 @@ struct Runtime {
         let loop = EventLoop(name: "wp-main")
         let store = LocalFileStore(root: dataDir + "/objects", loop: loop)
         let metadata = try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop)
-        let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config)
+        let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
+                                      segmentFilesRoot: dataDir + "/segments")
         return Runtime(loop: loop, store: store, metadata: metadata, client: client)
     }
 

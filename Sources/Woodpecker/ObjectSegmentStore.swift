@@ -3,13 +3,15 @@ import WoodpeckerStorage
 
 /// Object layout of one segment: `<prefix><logId>/<segmentId>/<n>.blk`, `m_<n>.blk`, `footer.blk`.
 /// A fence object is a 1-byte object "F" at a block key: it stops the old writer's next conditional put.
-struct SegmentObjects: Sendable {
+struct ObjectSegmentStore: SegmentStore {
     let store: any ObjectStore
+    let maxConcurrentWrites: Int
     let prefix: String
     let logId: Int64
     let segmentId: Int64
 
     var dir: String { "\(prefix)\(logId)/\(segmentId)/" }
+    var location: String { "\(store.description)/\(dir)" }
     func blockKey(_ n: Int32) -> String { "\(dir)\(n).blk" }
     func mergedKey(_ n: Int32) -> String { "\(dir)m_\(n).blk" }
     var footerKey: String { "\(dir)footer.blk" }
@@ -52,7 +54,17 @@ struct SegmentObjects: Sendable {
 
     /// Contiguous original blocks 0, 1, 2, ... up to the first missing object or fence. Every block is fully
     /// verified; a corrupt block ends the run (it was never acknowledged intact).
-    func probeBlocks() async throws -> (blocks: [BlockInfo], stoppedAt: Int32) {
+    func probeBlocks() async throws -> [BlockInfo] { try await probe().blocks }
+
+    func readBlock(at index: Int, of blocks: [BlockInfo], compacted: Bool) async throws -> DecodedBlock? {
+        try await readBlock(key: key(for: blocks[index], compacted: compacted))
+    }
+
+    func readBlock(number n: Int32) async throws -> DecodedBlock? {
+        try await readBlock(key: blockKey(n))
+    }
+
+    private func probe() async throws -> (blocks: [BlockInfo], stoppedAt: Int32) {
         var infos: [BlockInfo] = []
         var n: Int32 = 0
         while true {
@@ -76,7 +88,7 @@ struct SegmentObjects: Sendable {
     func fence(retries: Int) async throws -> [BlockInfo] {
         var attempt = 0
         while true {
-            let (blocks, next) = try await probeBlocks()
+            let (blocks, next) = try await probe()
             do {
                 try await store.putIfAbsent(blockKey(next), Self.fenceBytes)
                 return blocks
@@ -103,4 +115,73 @@ struct SegmentObjects: Sendable {
             }
         }
     }
+}
+
+extension ObjectSegmentStore {
+    /// Conditional put of a block. "Already exists" is success only if the object holds exactly our bytes
+    /// (a retried put that had landed); a fence object there means a newer writer took over.
+    func writeBlock(_ n: Int32, _ bytes: ByteBuffer) async throws {
+        do {
+            try await store.putIfAbsent(blockKey(n), bytes)
+        } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
+            if let existing = try? await store.get(blockKey(n)), existing == bytes { return }
+            throw WoodpeckerError(.lockLost, "segment \(location) was fenced by a newer writer; reopen the writer to continue")
+        }
+    }
+
+    func compact(_ footer: SegmentFooter, targetBytes: Int) async throws -> SegmentFooter? {
+        if footer.compacted { return footer }
+        guard footer.blocks.count > 1 else { return nil }
+        // Plan groups of consecutive original blocks of about the target size, then write each merged block.
+        var groups: [[Int]] = [[]]
+        var groupBytes = 0
+        for (i, info) in footer.blocks.enumerated() {
+            if !groups[groups.count - 1].isEmpty && groupBytes + info.size > targetBytes {
+                groups.append([])
+                groupBytes = 0
+            }
+            groups[groups.count - 1].append(i)
+            groupBytes += info.size
+        }
+        var merged: [BlockInfo] = []
+        var nextFirst: Int64 = 0
+        for group in groups {
+            var entries: [SegmentEntry] = []
+            for i in group {
+                guard let block = try await readBlock(at: i, of: footer.blocks, compacted: false) else {
+                    throw WoodpeckerError(.corrupted, "block \(blockKey(footer.blocks[i].blockNumber)) listed in the footer is missing")
+                }
+                // Never carry entries past the LAC into the compacted copy.
+                for (k, e) in block.entries.enumerated() where block.info.firstEntryId + Int64(k) <= footer.lac {
+                    entries.append(e)
+                }
+            }
+            guard !entries.isEmpty else { continue }
+            let n = Int32(merged.count)
+            let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: nextFirst, entries: entries, includeHeader: n == 0)
+            try await store.put(mergedKey(n), bytes)
+            merged.append(BlockInfo.of(n, nextFirst, entries, size: bytes.readableBytes))
+            nextFirst += Int64(entries.count)
+        }
+        let compacted = SegmentFooter(blocks: merged, lac: footer.lac, compacted: true, totalRecords: footer.totalRecords)
+        // The overwrite of the footer is the commit point: before it readers use the originals, after it the merged.
+        try await store.put(footerKey, SegmentCodec.encodeFooter(compacted))
+        return compacted
+    }
+
+    func removeOriginals(after compacted: SegmentFooter) async throws {
+        guard compacted.compacted else { return }
+        let originals = try await store.listAll(prefix: dir).map(\.key).filter {
+            let file = $0.dropFirst(dir.count)
+            return !file.hasPrefix("m_") && file != "footer.blk"
+        }
+        try await store.delete(keys: originals)
+    }
+
+    func deleteAll() async throws {
+        let keys = try await store.listAll(prefix: dir).map(\.key)
+        try await store.delete(keys: keys)
+    }
+
+    func release() async {}
 }
