@@ -16,7 +16,7 @@ struct BrokerCommand: AsyncParsableCommand {
         discussion: """
             Settings come from, in increasing precedence: defaults, --config FILE (lines of `key = value`),
             environment variables WOODPECKER_<KEY> (e.g. WOODPECKER_LISTEN), and flags.
-            Keys: listen, advertise, data-dir, default-partitions, auto-create-topics, max-request-bytes,
+            Keys: listen, advertise, data-dir, storage, default-partitions, auto-create-topics, max-request-bytes,
             idle-timeout-ms, node-id, cluster-id.
             """)
     @Option(help: "Config file of `key = value` lines.") var config: String?
@@ -24,16 +24,18 @@ struct BrokerCommand: AsyncParsableCommand {
     @Option(help: "HOST:PORT advertised to clients (default: the listen address).") var advertise: String?
     @Option(help: "Data directory: objects/ holds the logs, meta/ the embedded metadata (default ./data).") var dataDir: String?
     @Option(help: "Partitions of auto-created topics (default 1).") var defaultPartitions: Int32?
+    @Option(help: "Log storage: file:///PATH (default: DATA_DIR/segments) or s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true].")
+    var storage: String?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
         Diagnostics.verbose = verbose
         let settings = try BrokerSettings.resolve(file: config, flags: [
             "listen": listen, "advertise": advertise, "data-dir": dataDir,
-            "default-partitions": defaultPartitions.map(String.init),
+            "default-partitions": defaultPartitions.map(String.init), "storage": storage,
         ])
         let cfg = try settings.brokerConfig()
-        let rt = try await Runtime.local(dataDir: cfg.dataDir)
+        let rt = try await Runtime.open(dataDir: cfg.dataDir, storage: settings.values["storage"])
         let broker = Broker(config: cfg, client: rt.client)
         let port = try await onLoop(rt.loop) { try await broker.start() }
         Diagnostics.info("woodpecker broker listening on \(cfg.listenHost):\(port) (advertised \(cfg.advertisedHost):\(cfg.advertisedPort)), data in \(cfg.dataDir)")
@@ -87,7 +89,7 @@ struct BrokerSettings {
     func brokerConfig() throws -> BrokerConfig {
         var c = BrokerConfig()
         let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
-                          "idle-timeout-ms", "node-id", "cluster-id", "config"]
+                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage"]
         for k in values.keys where !known.contains(k) {
             Diagnostics.warn("ignoring unknown setting \(k)")
         }

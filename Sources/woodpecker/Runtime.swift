@@ -1,3 +1,4 @@
+import Foundation
 import Woodpecker
 import WoodpeckerCore
 import WoodpeckerIO
@@ -29,8 +30,40 @@ struct Runtime {
         return Runtime(loop: loop, store: store, metadata: metadata, client: client)
     }
 
+    /// Storage chosen by URL: `file:///PATH` (or nil: `<dataDir>/segments`, one data.log per segment) or
+    /// `s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true]` (one object per block). Metadata is embedded
+    /// under `<dataDir>/meta` either way.
+    static func open(dataDir: String, storage: String?, config: WALConfig = WALConfig()) async throws -> Runtime {
+        guard let storage, storage.hasPrefix("s3://") else {
+            var dir = dataDir
+            if let storage {
+                guard storage.hasPrefix("file://") else {
+                    throw WoodpeckerError(.invalidArgument, "--storage \(storage): use file:///PATH or s3://BUCKET/PREFIX?endpoint=URL")
+                }
+                dir = String(storage.dropFirst("file://".count))
+            }
+            return try await local(dataDir: dir, config: config)
+        }
+        try makeDirectories(dataDir)
+        setenv("UV_THREADPOOL_SIZE", "16", 0)
+        let createBucket = storage.contains("create_bucket=true")
+        let url = storage.replacingOccurrences(of: "&create_bucket=true", with: "").replacingOccurrences(of: "?create_bucket=true&", with: "?")
+            .replacingOccurrences(of: "?create_bucket=true", with: "")
+        let loop = EventLoop(name: "wp-main")
+        let s3 = try S3Store(config: try S3Config.parse(url: url), loop: loop)
+        try await onLoop(loop) {
+            if createBucket { try await s3.createBucketIfMissing() }
+            // Fencing relies on put-if-absent: refuse to run on a store that does not honour it.
+            try await s3.verifyConditionalWrites()
+        }
+        let metadata = try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop)
+        let client = WoodpeckerClient(loop: loop, store: s3, metadata: metadata, config: config)
+        return Runtime(loop: loop, store: s3, metadata: metadata, client: client)
+    }
+
     func close() async {
         await metadata.close()
+        if let s3 = store as? S3Store { await s3.close() }
     }
 }
 
