@@ -263,3 +263,27 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
         }
     }
 }
+
+@Suite struct HTTPClientQueueDeadlineTests {
+    @Test func queuedRequestTimesOutWhileWaitingForASlot() async throws {
+        var config = HTTPClient.Configuration()
+        config.maxConcurrentTransfers = 1
+        try await withHTTP(config) { client, server in
+            let long = Task(executorPreference: client.loop) {
+                try await client.execute(HTTPRequest(url: server.baseURL + "/slow?ms=1500")).status
+            }
+            try await Task.sleep(nanoseconds: 100_000_000)
+            let start = nowMs()
+            do {
+                _ = try await client.execute(HTTPRequest(url: server.baseURL + "/hello", timeoutMs: 200))
+                Issue.record("queued request did not time out")
+            } catch let e as WoodpeckerError {
+                #expect(e.code == .timeout)
+                #expect(e.message.contains("waiting for a transfer slot"))
+            }
+            let waited = nowMs() - start
+            #expect(waited >= 190 && waited < 1_200)
+            #expect(try await long.value == 200)
+        }
+    }
+}
