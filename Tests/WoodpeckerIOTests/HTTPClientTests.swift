@@ -16,7 +16,7 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
     #expect(loop.shutdown() == 0)
 }
 
-@Suite struct HTTPClientTests {
+@Suite(.timeLimit(.minutes(1))) struct HTTPClientTests {
     @Test func getReturnsStatusBodyAndCaseInsensitiveHeaders() async throws {
         try await withHTTP { client, server in
             let r = try await client.execute(HTTPRequest(url: server.baseURL + "/hello"))
@@ -240,7 +240,7 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
     }
 }
 
-@Suite struct HTTPClientCancellationTests {
+@Suite(.timeLimit(.minutes(1))) struct HTTPClientCancellationTests {
     @Test func cancellingTheTaskEndsTheRequest() async throws {
         try await withHTTP { client, server in
             let url = server.baseURL + "/hang"
@@ -264,7 +264,7 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
     }
 }
 
-@Suite struct HTTPClientQueueDeadlineTests {
+@Suite(.timeLimit(.minutes(1))) struct HTTPClientQueueDeadlineTests {
     @Test func queuedRequestTimesOutWhileWaitingForASlot() async throws {
         var config = HTTPClient.Configuration()
         config.maxConcurrentTransfers = 1
