@@ -36,6 +36,9 @@ public final class HTTPClient: @unchecked Sendable {
     // Loop-thread state.
     private var multi: UnsafeMutableRawPointer?
     private var timer: UnsafeMutablePointer<uv_timer_t>?
+    /// Fails queued requests whose deadline passed while they waited for a slot (runs only while some wait).
+    private var queueSweepTimer: UnsafeMutablePointer<uv_timer_t>?
+    static let queueSweepIntervalMs: UInt64 = 20
     private var sockets: [curl_socket_t: CurlSocket] = [:]
     private var active: [ObjectIdentifier: HTTPTransfer] = [:]
     private var queue: [HTTPTransfer] = []
@@ -133,6 +136,10 @@ public final class HTTPClient: @unchecked Sendable {
         uv_timer_init(loop.uvLoop, t)
         t.pointee.data = me
         timer = t
+        let q = UnsafeMutablePointer<uv_timer_t>.allocate(capacity: 1)
+        uv_timer_init(loop.uvLoop, q)
+        q.pointee.data = me
+        queueSweepTimer = q
     }
 
     private func submit(_ t: HTTPTransfer) {
@@ -146,6 +153,9 @@ public final class HTTPClient: @unchecked Sendable {
             start(t)
         } else if queue.count - queueHead < configuration.maxQueuedRequests {
             queue.append(t)
+            if let q = queueSweepTimer, uv_is_active(uvHandle(q)) == 0 {
+                uv_timer_start(q, httpQueueSweepCallback, Self.queueSweepIntervalMs, Self.queueSweepIntervalMs)
+            }
         } else {
             t.finish(.failure(WoodpeckerError(.bufferFull,
                                               "\(t.label): \(configuration.maxQueuedRequests) requests already waiting for one of \(configuration.maxConcurrentTransfers) transfer slots; retry later")))
@@ -161,6 +171,22 @@ public final class HTTPClient: @unchecked Sendable {
         if queueHead > 64 && queueHead * 2 > queue.count {
             queue.removeFirst(queueHead)
             queueHead = 0
+        }
+    }
+
+    fileprivate func sweepQueue() {
+        let now = Clock.monotonicMillis()
+        var kept: [HTTPTransfer] = []
+        var expired: [HTTPTransfer] = []
+        for t in queue[queueHead...] {
+            if t.request.timeoutMs > 0 && now - t.startedAtMs >= t.request.timeoutMs { expired.append(t) } else { kept.append(t) }
+        }
+        queue = kept
+        queueHead = 0
+        if queue.isEmpty, let q = queueSweepTimer { uv_timer_stop(q) }
+        for t in expired {
+            t.finish(.failure(WoodpeckerError(.timeout,
+                                              "\(t.label): timed out after \(now - t.startedAtMs) ms waiting for a transfer slot (timeout \(t.request.timeoutMs) ms)")))
         }
     }
 
@@ -259,7 +285,7 @@ public final class HTTPClient: @unchecked Sendable {
         }
         for s in Array(sockets.values) { s.close() }
         sockets.removeAll()
-        if let t = timer {
+        for case let t? in [timer, queueSweepTimer] {
             uv_timer_stop(t)
             handlesClosing += 1
             uv_close(uvHandle(t)) { h in
@@ -267,8 +293,9 @@ public final class HTTPClient: @unchecked Sendable {
                 h!.deallocate()
                 client.handleClosed(count: 1)
             }
-            timer = nil
         }
+        timer = nil
+        queueSweepTimer = nil
     }
 
     /// Counts finished handle closes; once closed and none is pending, wakes `close()` callers.
@@ -685,6 +712,10 @@ private let curlTimerCallback: curl_multi_timer_callback = { _, timeoutMs, userp
 
 private let curlUVTimerCallback: uv_timer_cb = { t in
     Unmanaged<HTTPClient>.fromOpaque(t!.pointee.data).takeUnretainedValue().socketAction(curlx_socket_timeout, flags: 0)
+}
+
+private let httpQueueSweepCallback: uv_timer_cb = { t in
+    Unmanaged<HTTPClient>.fromOpaque(t!.pointee.data).takeUnretainedValue().sweepQueue()
 }
 
 private let curlPollCallback: uv_poll_cb = { h, status, events in

@@ -16,7 +16,7 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
     #expect(loop.shutdown() == 0)
 }
 
-@Suite struct HTTPClientTests {
+@Suite(.timeLimit(.minutes(1))) struct HTTPClientTests {
     @Test func getReturnsStatusBodyAndCaseInsensitiveHeaders() async throws {
         try await withHTTP { client, server in
             let r = try await client.execute(HTTPRequest(url: server.baseURL + "/hello"))
@@ -240,7 +240,7 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
     }
 }
 
-@Suite struct HTTPClientCancellationTests {
+@Suite(.timeLimit(.minutes(1))) struct HTTPClientCancellationTests {
     @Test func cancellingTheTaskEndsTheRequest() async throws {
         try await withHTTP { client, server in
             let url = server.baseURL + "/hang"
@@ -260,6 +260,30 @@ func withHTTP(_ config: HTTPClient.Configuration = HTTPClient.Configuration(),
             #expect(await task.value == .clientClosed)
             #expect(nowMs() - start < 2_000)
             #expect(await client.stats().active == 0)
+        }
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct HTTPClientQueueDeadlineTests {
+    @Test func queuedRequestTimesOutWhileWaitingForASlot() async throws {
+        var config = HTTPClient.Configuration()
+        config.maxConcurrentTransfers = 1
+        try await withHTTP(config) { client, server in
+            let long = Task(executorPreference: client.loop) {
+                try await client.execute(HTTPRequest(url: server.baseURL + "/slow?ms=1500")).status
+            }
+            try await Task.sleep(nanoseconds: 100_000_000)
+            let start = nowMs()
+            do {
+                _ = try await client.execute(HTTPRequest(url: server.baseURL + "/hello", timeoutMs: 200))
+                Issue.record("queued request did not time out")
+            } catch let e as WoodpeckerError {
+                #expect(e.code == .timeout)
+                #expect(e.message.contains("waiting for a transfer slot"))
+            }
+            let waited = nowMs() - start
+            #expect(waited >= 190 && waited < 1_200)
+            #expect(try await long.value == 200)
         }
     }
 }

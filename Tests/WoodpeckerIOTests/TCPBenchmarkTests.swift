@@ -4,7 +4,7 @@ import WoodpeckerIO
 
 /// Throughput and latency figures of the TCP layer, printed, not asserted (timings vary ±30 % on the shared VM).
 /// Correctness is asserted: every byte and every message comes back.
-@Suite(.serialized) struct TCPBenchmarkTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct TCPBenchmarkTests {
     struct Result: Sendable {
         var startNs: UInt64 = 0
         var endNs: UInt64 = 0

@@ -2,7 +2,7 @@ import Testing
 import WoodpeckerCore
 @testable import WoodpeckerIO
 
-@Suite struct TCPTests {
+@Suite(.timeLimit(.minutes(1))) struct TCPTests {
     @Test func echoManyChunksLargePayloadByteExact() async throws {
         let loop = EventLoop(name: "echo")
         let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0) { _ in EchoHandler() }
@@ -332,4 +332,59 @@ final class CloseRecorder: TCPConnectionHandler {
     init(probe: Shared<WoodpeckerError?>) { self.probe = probe }
     func connectionRead(_ c: TCPConnection, _ data: inout ByteBuffer) {}
     func connectionClosed(_ c: TCPConnection, error: WoodpeckerError?) { probe.with { $0 = error } }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct TCPBoundsTests {
+    @Test func connectionsBeyondMaxAreRejected() async throws {
+        let loop = EventLoop(name: "maxconn")
+        var opts = TCPServerOptions()
+        opts.maxConnections = 1
+        let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0, options: opts) { _ in EchoHandler() }
+        let first = try await TCPClient.connect(loop: loop, host: "127.0.0.1", port: server.port)
+        try await first.send(ByteBuffer(bytes: [9]))
+        #expect(try await first.receive(exactly: 1).readableBytesArray == [9])
+        let second = try await TCPClient.connect(loop: loop, host: "127.0.0.1", port: server.port)
+        _ = await second.waitClosed()  // closed by the server at once
+        let counts = await first.onLoop { _ in (server.connectionCount, server.rejectedConnections) }
+        #expect(counts.0 == 1 && counts.1 == 1)
+        await server.close()
+        _ = await first.waitClosed()
+        #expect(loop.shutdown() == 0)
+    }
+
+    /// An orderly close toward a peer that never reads gives up after closeTimeoutMs and says why.
+    @Test func orderlyCloseIsBoundedByCloseTimeout() async throws {
+        let serverLoop = EventLoop(name: "ct-s")
+        let clientLoop = EventLoop(name: "ct-c")
+        var opts = TCPServerOptions()
+        opts.connection.closeTimeoutMs = 200
+        opts.connection.maxPendingWriteBytes = 1 << 30
+        let closeError = Shared<WoodpeckerError?>(nil)
+        let serverConn = Shared<TCPConnection?>(nil)
+        let server = try await TCPServer.bind(loop: serverLoop, host: "127.0.0.1", port: 0, options: opts) { c in
+            serverConn.with { $0 = c }
+            return CloseRecorder(probe: closeError)
+        }
+        let client = try await TCPClient.connect(loop: clientLoop, host: "127.0.0.1", port: server.port) { _ in
+            TCPInboxHandler(maxBufferedBytes: 16 * 1024)  // pauses almost at once
+        }
+        #expect(await eventually { serverConn.value != nil })
+        let sc = try #require(serverConn.value)
+        // Queue far more than the kernel buffers can take, then close in order.
+        let chunk = ByteBuffer(bytes: patternBytes(1024 * 1024, seed: 2))
+        let start = nowMs()
+        await sc.onLoop { c in
+            for _ in 0..<64 { c.write(chunk) }
+            c.close()
+        }
+        let e = await sc.waitClosed()
+        #expect(e?.code == .timeout)
+        #expect(e?.message.contains("did not drain") == true)
+        #expect(nowMs() - start >= 190)
+        // The client stopped reading, so it cannot notice the peer's close: close it ourselves.
+        _ = await client.closeAndWait()
+        await server.close()
+        #expect(serverLoop.shutdown() == 0)
+        #expect(clientLoop.shutdown() == 0)
+    }
 }

@@ -2,7 +2,7 @@ import Testing
 import WoodpeckerCore
 @testable import WoodpeckerIO
 
-@Suite struct TimerTests {
+@Suite(.timeLimit(.minutes(1))) struct TimerTests {
     @Test func fireOnceRepeatAndCancel() async throws {
         let loop = EventLoop(name: "timers")
         let counts = Shared((once: 0, repeating: 0, cancelled: 0))
