@@ -53,8 +53,13 @@ struct SegmentObjects: Sendable {
     /// Contiguous original blocks 0, 1, 2, ... up to the first missing object or fence. Every block is fully
     /// verified; a corrupt block ends the run (it was never acknowledged intact).
     func probeBlocks() async throws -> (blocks: [BlockInfo], stoppedAt: Int32) {
-        var infos: [BlockInfo] = []
-        var n: Int32 = 0
+        try await probeBlocks(continuing: [])
+    }
+
+    /// Continues a probe after the already verified contiguous blocks `known` (0...known.count-1).
+    func probeBlocks(continuing known: [BlockInfo]) async throws -> (blocks: [BlockInfo], stoppedAt: Int32) {
+        var infos = known
+        var n = Int32(known.count)
         while true {
             let block: DecodedBlock?
             do {
@@ -72,11 +77,15 @@ struct SegmentObjects: Sendable {
     }
 
     /// Places a fence after the last contiguous block so that the old writer cannot add blocks, and returns the
-    /// blocks the fence sealed in. Retries when the old writer wins a race for the fence key.
+    /// blocks the fence sealed in. When the old writer wins the race for the fence key, the probe continues from
+    /// where it stopped (never from block 0 again), so a fencer catches up with a writer that is still appending.
     func fence(retries: Int) async throws -> [BlockInfo] {
         var attempt = 0
+        var known: [BlockInfo] = []
+        let maxAttempts = max(1, retries) * 20
         while true {
-            let (blocks, next) = try await probeBlocks()
+            let (blocks, next) = try await probeBlocks(continuing: known)
+            known = blocks
             do {
                 try await store.putIfAbsent(blockKey(next), Self.fenceBytes)
                 return blocks
@@ -85,8 +94,9 @@ struct SegmentObjects: Sendable {
                 let existing = try? await store.get(blockKey(next))  // re-probed below either way
                 if let existing, Self.isFence(existing) { return blocks }
                 attempt += 1
-                if attempt > retries {
-                    throw WoodpeckerError(.storageNotWritable, "could not fence \(dir) after \(retries) attempts")
+                if attempt > maxAttempts {
+                    throw WoodpeckerError(.storageNotWritable,
+                        "could not fence \(dir) after \(maxAttempts) attempts: block \(next) exists but does not continue the verified blocks (corrupt or foreign); inspect the segment")
                 }
             }
         }
