@@ -101,6 +101,15 @@ public actor Log {
         wakeAll()
     }
 
+    /// Forgets the tail cache of a deleted segment, so that no reader gets entries that storage no longer has.
+    private func dropCachedBlocks(segment: Int64) {
+        tail.removeAll { t in
+            if t.segmentId != segment { return false }
+            tailBytes -= t.block.info.size
+            return true
+        }
+    }
+
     /// A cached decoded block of `segment` holding `entryId`, if still in the tail cache.
     func cachedBlock(segment: Int64, entryId: Int64) -> DecodedBlock? {
         for t in tail.reversed() where t.segmentId == segment {
@@ -304,6 +313,7 @@ public actor Log {
             try await segmentStore(id).deleteAll()
             let key = client.keys.segment(name, id)
             _ = try await client.metadata.txn(compare: [.unchanged(key, modRevision: rev)], then: [.delete(key: key)])
+            dropCachedBlocks(segment: id)
         }
     }
 

@@ -150,12 +150,23 @@ public actor LogReader {
         var bytes = 0
         var hops = 0
         while out.count < maxEntries && (out.isEmpty || bytes < maxBytes) && hops < 64 {
-            guard let block = try await blockAtPosition() else {
-                // Nothing at the position: move to the next segment if this one is finished.
-                if try await advanceIfSegmentDone() { hops += 1; continue }
+            let block: DecodedBlock?
+            let lac: Int64
+            do {
+                block = try await blockAtPosition()
+                if block == nil {
+                    // Nothing at the position: move to the next segment if this one is finished.
+                    if try await advanceIfSegmentDone() { hops += 1; continue }
+                    break
+                }
+                lac = try await readableLimit(segment: position.segmentId)
+            } catch {
+                // Entries already collected (and passed by `position`) are returned; the error surfaces on the
+                // next call, which starts at the failing entry.
+                if out.isEmpty { throw error }
                 break
             }
-            let lac = try await readableLimit(segment: position.segmentId)
+            guard let block else { break }
             var e = position.entryId
             while e <= block.info.lastEntryId && e <= lac && out.count < maxEntries && (out.isEmpty || bytes < maxBytes) {
                 let entry = block.entries[Int(e - block.info.firstEntryId)]

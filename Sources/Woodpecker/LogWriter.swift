@@ -75,6 +75,10 @@ public actor LogWriter {
     private var timer: LoopTimer?
     private var timerArmed = false
     private var spaceWaiters: [(id: UInt64, needed: Int, c: CheckedContinuation<Void, any Error>)] = []
+    /// Bytes granted to resumed space waiters that have not enqueued yet (they count against the bound).
+    private var reservedBytes = 0
+    /// Highest key accepted so far: keys must not decrease (blocks and seeks rely on it).
+    private var lastKey = Int64.min
     private var nextWaiterId: UInt64 = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var auditor: Task<Void, Never>?
@@ -144,8 +148,16 @@ public actor LogWriter {
         guard size > 0, size <= config.maxEntryBytes else {
             throw WoodpeckerError(.invalidArgument, "entry of \(size) bytes: entries must hold 1...\(config.maxEntryBytes) bytes")
         }
-        if queuedBytes + inFlightBytes + size > config.writerBufferBytes {
+        guard size <= config.writerBufferBytes else {
+            throw WoodpeckerError(.invalidArgument,
+                                  "entry of \(size) bytes is larger than the writer buffer (writerBufferBytes \(config.writerBufferBytes))")
+        }
+        // FIFO: wait behind earlier waiters, and whenever the entry does not fit beside what is buffered, in flight
+        // or already granted to a waiter.
+        if !spaceWaiters.isEmpty || queuedBytes + inFlightBytes + reservedBytes + size > config.writerBufferBytes {
             try await waitForSpace(size)
+            // The grant reserved `size` bytes for this entry; it is enqueued (or dropped) below, in this job.
+            reservedBytes -= size
             if case let .failed(e) = state { throw e }
         }
         return try await withCheckedThrowingContinuation { c in
@@ -167,6 +179,11 @@ public actor LogWriter {
         guard size > 0, size <= config.maxEntryBytes else {
             return completion(.failure(WoodpeckerError(.invalidArgument, "entry of \(size) bytes: entries must hold 1...\(config.maxEntryBytes) bytes")))
         }
+        guard key >= lastKey else {
+            return completion(.failure(WoodpeckerError(.invalidArgument,
+                "key \(key) is below the previous entry's key \(lastKey); keys must not decrease within a log")))
+        }
+        lastKey = key
         queue.append(Pending(entry: SegmentEntry(key: key, timestamp: timestamp, payload: payload),
                              completion: completion, enqueuedAtMs: Clock.monotonicMillis()))
         queuedBytes += size
@@ -194,9 +211,12 @@ public actor LogWriter {
             "writer buffer of \(config.writerBufferBytes) bytes stayed full for \(config.appendWaitTimeoutMs) ms; storage is slower than the append rate"))
     }
 
+    /// Grants space to waiters in order while they fit; each grant is reserved until its append enqueues.
     private func releaseSpace() {
-        while let w = spaceWaiters.first, queuedBytes + inFlightBytes + w.needed <= config.writerBufferBytes {
+        while let w = spaceWaiters.first,
+              queuedBytes + inFlightBytes + reservedBytes + w.needed <= config.writerBufferBytes {
             spaceWaiters.removeFirst()
+            reservedBytes += w.needed
             w.c.resume()
         }
     }
@@ -207,6 +227,11 @@ public actor LogWriter {
     /// Starts as many blocks as the triggers and the in-flight bound allow; arms the interval timer otherwise.
     private func pump() {
         guard case .open = state else { return }
+        // Age roll: checked on every append, like the size roll; only a segment holding data rolls.
+        if !rollPending, !rolling, queuedCount > 0, let seg = segment, seg.sizeBytes > 0,
+           Clock.wallMillis() - seg.createdAtMs >= config.segmentMaxAgeMs {
+            rollPending = true
+        }
         if rollPending || rolling {
             maybeRoll()
             return

@@ -54,7 +54,7 @@ struct ObjectSegmentStore: SegmentStore {
 
     /// Contiguous original blocks 0, 1, 2, ... up to the first missing object or fence. Every block is fully
     /// verified; a corrupt block ends the run (it was never acknowledged intact).
-    func probeBlocks() async throws -> [BlockInfo] { try await probe().blocks }
+    func probeBlocks() async throws -> [BlockInfo] { try await probe(continuing: []).blocks }
 
     func readBlock(at index: Int, of blocks: [BlockInfo], compacted: Bool) async throws -> DecodedBlock? {
         try await readBlock(key: key(for: blocks[index], compacted: compacted))
@@ -64,9 +64,10 @@ struct ObjectSegmentStore: SegmentStore {
         try await readBlock(key: blockKey(n))
     }
 
-    private func probe() async throws -> (blocks: [BlockInfo], stoppedAt: Int32) {
-        var infos: [BlockInfo] = []
-        var n: Int32 = 0
+    /// Continues a probe after the already verified contiguous blocks `known` (0...known.count-1).
+    private func probe(continuing known: [BlockInfo]) async throws -> (blocks: [BlockInfo], stoppedAt: Int32) {
+        var infos = known
+        var n = Int32(known.count)
         while true {
             let block: DecodedBlock?
             do {
@@ -84,11 +85,15 @@ struct ObjectSegmentStore: SegmentStore {
     }
 
     /// Places a fence after the last contiguous block so that the old writer cannot add blocks, and returns the
-    /// blocks the fence sealed in. Retries when the old writer wins a race for the fence key.
+    /// blocks the fence sealed in. When the old writer wins the race for the fence key, the probe continues from
+    /// where it stopped (never from block 0 again), so a fencer catches up with a writer that is still appending.
     func fence(retries: Int) async throws -> [BlockInfo] {
         var attempt = 0
+        var known: [BlockInfo] = []
+        let maxAttempts = max(1, retries) * 20
         while true {
-            let (blocks, next) = try await probe()
+            let (blocks, next) = try await probe(continuing: known)
+            known = blocks
             do {
                 try await store.putIfAbsent(blockKey(next), Self.fenceBytes)
                 return blocks
@@ -97,8 +102,9 @@ struct ObjectSegmentStore: SegmentStore {
                 let existing = try? await store.get(blockKey(next))  // re-probed below either way
                 if let existing, Self.isFence(existing) { return blocks }
                 attempt += 1
-                if attempt > retries {
-                    throw WoodpeckerError(.storageNotWritable, "could not fence \(dir) after \(retries) attempts")
+                if attempt > maxAttempts {
+                    throw WoodpeckerError(.storageNotWritable,
+                        "could not fence \(dir) after \(maxAttempts) attempts: block \(next) exists but does not continue the verified blocks (corrupt or foreign); inspect the segment")
                 }
             }
         }

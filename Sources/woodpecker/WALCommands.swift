@@ -30,12 +30,20 @@ struct WALAppend: AsyncParsableCommand {
     }
 }
 
-/// Reads stdin in chunks off the loop, appends each line, prints ids in order as they are acknowledged.
+/// Reads stdin in chunks off the loop and appends each line. Each id is printed as soon as its entry is durable
+/// (acknowledgements arrive in append order, on the loop), not when input ends; at most `window` entries are
+/// outstanding before more input is read. The first failed append ends the command with that error.
+/// All state is touched only on the loop thread (the run task and the writer's completions both run there).
 final class AppendPipeline: @unchecked Sendable {
     let loop: EventLoop
     let writer: LogWriter
     let window: Int
-    private var acks: [Task<LogMessageId, any Error>] = []
+    private var outstanding = 0
+    private var out = StdoutWriter()
+    private var flushScheduled = false
+    private var failure: WoodpeckerError?
+    private var waiter: CheckedContinuation<Void, Never>?
+
     init(loop: EventLoop, writer: LogWriter, window: Int) {
         self.loop = loop
         self.writer = writer
@@ -44,8 +52,8 @@ final class AppendPipeline: @unchecked Sendable {
 
     func run() async throws {
         var partial: [UInt8] = []
-        var out = StdoutWriter()
         while true {
+            try await waitUntil { self.outstanding < self.window }
             let chunk = try await loop.runBlocking { () -> [UInt8] in
                 var buf = [UInt8](repeating: 0, count: 65536)
                 let n = buf.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
@@ -61,26 +69,47 @@ final class AppendPipeline: @unchecked Sendable {
                 start = i + 1
             }
             partial.append(contentsOf: chunk[start...])
-            try await printReady(&out, keep: window)
         }
         if !partial.isEmpty { submit(partial) }
-        try await printReady(&out, keep: 0)
+        try await waitUntil { self.outstanding == 0 }
+        out.flush()
+    }
+
+    /// Suspends until `condition` holds (re-checked after each acknowledgement); throws the first append failure.
+    private func waitUntil(_ condition: @escaping () -> Bool) async throws {
+        while failure == nil && !condition() {
+            await withCheckedContinuation { waiter = $0 }
+        }
+        if let failure {
+            out.flush()
+            throw failure
+        }
     }
 
     private func submit(_ line: [UInt8]) {
-        let w = writer
         let payload = ByteBuffer(bytes: line.isEmpty ? [UInt8(ascii: "\n")] : line)
-        acks.append(Task(executorPreference: loop) { try await w.append(payload) })
-    }
-
-    /// Prints acknowledged ids in order until at most `keep` remain outstanding; flushes stdout each round.
-    private func printReady(_ out: inout StdoutWriter, keep: Int) async throws {
-        while acks.count > keep {
-            let id = try await acks.removeFirst().value
-            out.append("\(id)\n")
-            if out.buffer.count > 32768 { out.flush() }
+        outstanding += 1
+        writer.enqueueOnLoop(payload, key: 0, timestamp: 0) { [self] result in
+            outstanding -= 1
+            switch result {
+            case let .success(id):
+                out.append("\(id)\n")
+                if !flushScheduled {
+                    // One write(2) per batch of acknowledgements: flush after the current loop job.
+                    flushScheduled = true
+                    loop.execute { [self] in
+                        flushScheduled = false
+                        out.flush()
+                    }
+                }
+            case let .failure(e):
+                if failure == nil { failure = e }
+            }
+            if let w = waiter {
+                waiter = nil
+                w.resume()
+            }
         }
-        out.flush()
     }
 }
 

@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import Testing
 import Woodpecker
@@ -185,7 +186,8 @@ import WoodpeckerStorage
             let config = WALConfig.test.with { $0.segmentMaxBytes = 1000 }
             let log = try await env.client(config).createLog("rolling")
             let w = try await log.openWriter()
-            let payload = { (i: Int) in ByteBuffer(bytes: Array("entry-\(i)-".utf8) + [UInt8](repeating: UInt8(i), count: 90)) }
+            // Exactly 100 bytes each.
+            let payload = { (i: Int) in ByteBuffer(bytes: Array(String(format: "entry-%03d-", i).utf8) + [UInt8](repeating: UInt8(i), count: 90)) }
             var ids: [LogMessageId] = []
             for i in 0..<35 { ids.append(try await w.append(payload(i))) }
             // 100-byte entries flushed one by one: the segment rolls once it reaches 1000 bytes.

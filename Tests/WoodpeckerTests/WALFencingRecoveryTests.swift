@@ -164,7 +164,8 @@ import WoodpeckerStorage
             for i in 0..<7 { _ = try await a.append(bytes("a\(i)")) }
             let dir = "\(log.logId)/0/"
             var infos: [BlockInfo] = []
-            for n in 0..<4 {
+            // Sequential appends flush one entry per block: blocks 0...6.
+            for n in 0..<7 {
                 let blk = try SegmentCodec.decodeBlock(try await env.store.get("\(dir)\(n).blk"))
                 infos.append(blk.info)
             }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Woodpecker
 import WoodpeckerCore
@@ -5,11 +6,11 @@ import WoodpeckerIO
 import WoodpeckerStorage
 
 @Suite struct WALReaderTests {
-    /// 30 entries over three segments, key = 10*i, timestamp = 1000 + 5*i.
+    /// 30 entries of 100 bytes over three segments, key = 10*i, timestamp = 1000 + 5*i.
     static func fill(_ log: Log) async throws -> LogWriter {
         let w = try await log.openWriter()
         for i in 0..<30 {
-            _ = try await w.append(ByteBuffer(bytes: Array("r\(i)-".utf8) + [UInt8](repeating: 1, count: 96)),
+            _ = try await w.append(ByteBuffer(bytes: Array(String(format: "r%02d-", i).utf8) + [UInt8](repeating: 1, count: 96)),
                                    key: Int64(10 * i), timestamp: 1000 + Int64(5 * i))
         }
         return w
