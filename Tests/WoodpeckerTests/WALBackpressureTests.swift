@@ -88,7 +88,7 @@ import WoodpeckerStorage
 
     /// A full disk fails appends with a retryable `.diskFull`; acknowledged entries stay; once the store accepts
     /// writes again the same writer continues (in a new segment) without being reopened.
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func diskFullFailsAppendsCleanlyAndTheWriterRecovers(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let loop = env.loop

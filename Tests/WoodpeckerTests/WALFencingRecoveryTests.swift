@@ -108,7 +108,7 @@ import WoodpeckerStorage
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func crashRecoverySealsAtTheContiguousBlocks(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let config = WALConfig.test.with { $0.flushMaxEntries = 4 }
@@ -155,7 +155,7 @@ import WoodpeckerStorage
     }
 
     /// A crash between writing the footer and updating the metadata: the next writer completes from the footer.
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func recoveryFromAFooterWithoutMetadataCompletion(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let config = WALConfig.test.with { $0.flushMaxEntries = 2 }

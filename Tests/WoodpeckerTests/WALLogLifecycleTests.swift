@@ -4,7 +4,7 @@ import WoodpeckerCore
 import WoodpeckerStorage
 
 @Suite struct WALLogLifecycleTests {
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func createOpenListDelete(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let client = env.client()

@@ -6,7 +6,7 @@ import WoodpeckerIO
 import WoodpeckerStorage
 
 @Suite struct WALMaintenanceTests {
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func truncationAndGarbageCollection(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let config = WALConfig.test.with { $0.segmentMaxBytes = 100 }
@@ -65,7 +65,7 @@ import WoodpeckerStorage
         return log
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func compactionMergesBlocksAndIsIdempotent(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let config = WALConfig.test.with {
@@ -107,7 +107,7 @@ import WoodpeckerStorage
         }
     }
 
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func compactionRecoversFromACrashAtEveryStep(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let loop = env.loop

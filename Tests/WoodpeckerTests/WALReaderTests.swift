@@ -94,7 +94,7 @@ import WoodpeckerStorage
     }
 
     /// Block 1 lands before block 0: no reader (same process or another client) returns block 1 first.
-    @Test(arguments: StoreKind.allCases)
+    @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
     func readersNeverPassAGapOrTheLastAcknowledgedEntry(_ kind: StoreKind) async throws {
         try await withWAL(kind) { env in
             let loop = env.loop

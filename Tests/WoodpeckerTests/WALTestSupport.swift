@@ -7,10 +7,13 @@ import WoodpeckerIO
 import WoodpeckerMetadata
 import WoodpeckerStorage
 
-/// Which object store a WAL test runs over.
+/// Which storage a WAL test runs over: objects in memory, objects as files (`LocalFileStore`), or the local
+/// layout of one `data.log` per segment (`FileSegmentStore`, what the CLI and the broker use by default).
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case memory, file
+    case memory, file, segments
     var testDescription: String { rawValue }
+    /// Kinds that keep one object per block (tests that poke at block objects directly).
+    static let objectLayouts: [StoreKind] = [.memory, .file]
 }
 
 /// One event loop, one object store and one metadata store (in memory or under a temp dir), plus the ability to
@@ -33,7 +36,7 @@ final class WALEnv: @unchecked Sendable {
         case .memory:
             store = MemoryStore(name: "wal-test")
             metadata = EmbeddedMetadataStore.inMemory()
-        case .file:
+        case .file, .segments:
             store = LocalFileStore(root: dir + "/objects", loop: loop)
             metadata = try await EmbeddedMetadataStore(directory: dir + "/meta", loop: loop)
         }
@@ -43,14 +46,15 @@ final class WALEnv: @unchecked Sendable {
     /// A client over the current stores, optionally through a wrapper of the object store.
     func client(_ config: WALConfig = .test, wrap: ((any ObjectStore) -> any ObjectStore)? = nil) -> WoodpeckerClient {
         let s = wrap?(store) ?? store
-        return WoodpeckerClient(loop: loop, store: s, metadata: metadata, config: config)
+        return WoodpeckerClient(loop: loop, store: s, metadata: metadata, config: config,
+                                segmentFilesRoot: kind == .segments ? dir + "/segments" : nil)
     }
 
     /// Simulates a process restart: every existing client is abandoned (nothing is closed or flushed) and fresh
     /// store instances are opened over the same data (files: a new `LocalFileStore` and the metadata journal
     /// reopened from disk; memory: the same instances, which is all a restart can keep).
     func restart() async throws {
-        guard kind == .file else { return }
+        guard kind != .memory else { return }
         await (metadata as? EmbeddedMetadataStore)?.close()
         store = LocalFileStore(root: dir + "/objects", loop: loop)
         baseStore = store
