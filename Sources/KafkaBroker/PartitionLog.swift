@@ -52,7 +52,36 @@ actor PartitionLog {
         self.brokerConfig = config
     }
 
-    static func logName(topic: String, partition: Int32) -> String { "\(topic)-\(partition)" }
+    /// The Woodpecker log of a partition: `<topic>-<partition>` when that is a valid log name. Log names allow at
+    /// most 249 bytes and no "..", while a topic name alone may be 249 bytes and contain ".."; those partitions use
+    /// `~<readable prefix>~<128-bit hash of the topic>-<partition>` instead. `~` never occurs in a topic name, so
+    /// the two forms cannot collide; two topics share a log only if their 128-bit (non-cryptographic) hashes and
+    /// prefixes both match.
+    static func logName(topic: String, partition: Int32) -> String {
+        let plain = "\(topic)-\(partition)"
+        if plain.utf8.count <= 249 && !plain.contains("..") { return plain }
+        let readable = String(topic.prefix(180).map { $0 == "." ? "~" : $0 })
+        return "~\(readable)~\(hash128Hex(topic))-\(partition)"
+    }
+
+    /// Two independent 64-bit FNV-1a hashes, each finished with the splitmix64 mixer, as 32 hex digits.
+    static func hash128Hex(_ s: String) -> String {
+        func fnv(_ basis: UInt64) -> UInt64 {
+            var h = basis
+            for b in s.utf8 {
+                h ^= UInt64(b)
+                h = h &* 0x0000_0100_0000_01b3
+            }
+            h = (h ^ (h >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            h = (h ^ (h >> 27)) &* 0x94d0_49bb_1331_11eb
+            return h ^ (h >> 31)
+        }
+        func hex(_ v: UInt64) -> String {
+            let d = String(v, radix: 16)
+            return String(repeating: "0", count: 16 - d.count) + d
+        }
+        return hex(fnv(0xcbf2_9ce4_8422_2325)) + hex(fnv(0x6c62_272e_07bb_0142))
+    }
 
     /// Opens (creating if needed) the partition's log, takes over its writer (fencing any older one) and
     /// recovers offsets and idempotent-producer state from the log.

@@ -200,4 +200,37 @@ import WoodpeckerCore
             await c.close()
         }
     }
+
+    /// Every valid topic name works end to end, including 249-character names (with multi-digit partitions) and
+    /// names containing "..", and distinct topics never share data.
+    @Test func longAndDottedTopicNamesStoreSeparateData() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            let long1 = String(repeating: "l", count: 248) + "1"
+            let long2 = String(repeating: "l", count: 248) + "2"
+            let names = ["a..b", "..x", long1, long2, "a.b", "a-1"]
+            for n in names { #expect(try await c.createTopic(n, partitions: 12).errorCode == 0, "\(n.prefix(20))") }
+            for (i, n) in names.enumerated() {
+                for p: Int32 in [0, 11] {
+                    let r = try await c.produce(n, partition: p, makeBatch(count: i + 1, prefix: "\(i)-\(p)").bytes)
+                    #expect(r.errorCode == 0, "\(n.prefix(20))-\(p)")
+                    #expect(r.baseOffset == 0)
+                }
+            }
+            for (i, n) in names.enumerated() {
+                for p: Int32 in [0, 11] {
+                    let got = try batches(try await c.fetch(n, partition: p, offset: 0).records)
+                    #expect(got.count == 1, "\(n.prefix(20))-\(p)")
+                    #expect(try got.first?.records().map { $0.value! } == (0...i).map { bytes("\(i)-\(p)-\($0)") })
+                }
+            }
+            var del = DeleteTopicsRequest()
+            del.topicNames = [long1, "a..b"]
+            let r = try await c.call(del, version: 4, DeleteTopicsResponse.self)
+            #expect(r.responses.map(\.errorCode) == [0, 0])
+            #expect(try await c.highWatermark(long2, partition: 11) == 4)
+            #expect(try await c.highWatermark("..x", partition: 11) == 2)
+            await c.close()
+        }
+    }
 }
