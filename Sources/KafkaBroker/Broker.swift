@@ -100,8 +100,10 @@ public final class Broker: @unchecked Sendable {
             return .close("unsupported API key \(r.apiKey) from \(r.clientId ?? "?")")
         }
         if key == .apiVersions { return apiVersions(r) }
+        // Logged by number: interpolating an `ApiKey` itself would call its `description`, which recurses.
+        let api = "API key \(r.apiKey)"
         guard range.contains(r.version) else {
-            return .close("unsupported \(key) version \(r.version) (supported \(range)) from \(r.clientId ?? "?")")
+            return .close("unsupported \(api) version \(r.version) (supported \(range)) from \(r.clientId ?? "?")")
         }
         do {
             switch key {
@@ -116,12 +118,12 @@ public final class Broker: @unchecked Sendable {
             case .createPartitions: return try await createPartitions(r)
             case .describeConfigs: return try await describeConfigs(r)
             case .describeCluster: return try describeCluster(r)
-            default: return .close("unhandled API \(key)")
+            default: return .close("unhandled \(api)")
             }
         } catch let e as DecodeError {
-            return .close("malformed \(key) v\(r.version) request: \(e)")
+            return .close("malformed \(api) v\(r.version) request: \(e)")
         } catch {
-            return .close("\(key) v\(r.version) failed: \(error)")
+            return .close("\(api) v\(r.version) failed: \(error)")
         }
     }
 

@@ -3,7 +3,9 @@ import WoodpeckerCore
 import WoodpeckerIO
 
 /// One client connection: frames requests, hands each to the broker, and writes responses strictly in request
-/// order (a request answered early waits in its slot until every earlier one is written).
+/// order (a request answered early waits in its slot until every earlier one is written). A bad frame (size out of
+/// bounds, malformed header) or a request the broker refuses to parse stops reading and closes the connection once
+/// every earlier response was written.
 ///
 /// Bounds: a frame larger than `maxRequestBytes` closes the connection; at most
 /// `maxInFlightRequestsPerConnection` requests or `maxInFlightBytes` request bytes are outstanding before the
@@ -19,6 +21,8 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
     private var inFlightBytes = 0
     private var pausedByUs = false
     private var closed = false
+    /// Set once a bad frame was seen: nothing more is read; the connection closes after earlier responses.
+    private var failing = false
     /// Fulfilled once the latest Produce request has assigned its offsets: the next one waits for it, so that
     /// batches from one connection get offsets in request order (idempotent producers rely on it).
     private var lastProduceAssigned: Promise<Void>?
@@ -28,6 +32,8 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
         var response: ByteBuffer?
         var done = false
         var requestBytes: Int
+        /// Close the connection (logging this) when this slot's turn comes, after every earlier response.
+        var closeReason: String?
     }
 
     init(broker: Broker, id: UInt64) {
@@ -41,17 +47,17 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
 
     func connectionRead(_ connection: TCPConnection, _ data: inout ByteBuffer) {
         tcp = connection
-        while !closed && data.readableBytes >= 4 {
+        while !closed && !failing && data.readableBytes >= 4 {
             guard let size = try? data.getInteger(at: data.readerIndex, as: Int32.self) else { return }
             guard size >= 8, Int(size) <= broker.config.maxRequestBytes else {
-                Diagnostics.warn("closing connection from \(connection.peerAddress): request frame of \(size) bytes (limit \(broker.config.maxRequestBytes))")
-                return abort(connection)
+                return fail(connection, "request frame of \(size) bytes (limit \(broker.config.maxRequestBytes))", &data)
             }
             guard data.readableBytes >= 4 + Int(size) else { break }
             try? data.skip(4)
             guard let frame = try? data.readSlice(length: Int(size)) else { return }
             handleFrame(frame, connection)
         }
+        if failing { data.readerIndex = data.writerIndex }
         applyBackpressure(connection)
     }
 
@@ -61,8 +67,8 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
         do {
             header = try KafkaHeaders.decodeRequestHeader(from: &body)
         } catch {
-            Diagnostics.warn("closing connection from \(connection.peerAddress): malformed request header: \(error)")
-            return abort(connection)
+            var rest = ByteBuffer()
+            return fail(connection, "malformed request header: \(error)", &rest)
         }
         let seq = nextSeq
         nextSeq += 1
@@ -90,12 +96,19 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
         switch outcome {
         case let .respond(frame): slots[i].response = frame
         case .noResponse: break
-        case let .close(reason):
-            Diagnostics.warn("closing connection from \(connection.peerAddress): \(reason)")
-            return abort(connection)
+        case let .close(reason): slots[i].closeReason = reason
         }
         slots[i].done = true
+        drain(connection)
+    }
+
+    /// Writes the completed responses at the head, in request order; closes at a slot that asks for it.
+    private func drain(_ connection: TCPConnection) {
         while slotHead < slots.count && slots[slotHead].done {
+            if let reason = slots[slotHead].closeReason {
+                Diagnostics.warn("closing connection from \(connection.peerAddress): \(reason)")
+                return abort(connection)
+            }
             if let r = slots[slotHead].response { connection.write(r) }
             inFlightBytes -= slots[slotHead].requestBytes
             slotHead += 1
@@ -109,6 +122,7 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
     }
 
     private func applyBackpressure(_ connection: TCPConnection) {
+        guard !failing, !closed else { return }
         let outstanding = slots.count - slotHead
         let over = outstanding >= broker.config.maxInFlightRequestsPerConnection || inFlightBytes >= Self.maxInFlightBytes
             || !connection.isWritable
@@ -123,6 +137,16 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
 
     func connectionWritabilityChanged(_ connection: TCPConnection, writable: Bool) {
         applyBackpressure(connection)
+    }
+
+    /// A frame that cannot be handled: stop reading, answer what came before it, then close.
+    private func fail(_ connection: TCPConnection, _ reason: String, _ data: inout ByteBuffer) {
+        failing = true
+        data.readerIndex = data.writerIndex
+        connection.pauseReading()
+        nextSeq += 1
+        slots.append(Slot(done: true, requestBytes: 0, closeReason: reason))
+        drain(connection)
     }
 
     private func abort(_ connection: TCPConnection) {

@@ -24,9 +24,12 @@ actor PartitionLog {
     /// Last acknowledged offset + 1.
     private(set) var highWatermark: Int64 = 0
     private(set) var logStartOffset: Int64 = 0
-    /// Offset and timestamp of the batch with the largest max timestamp (for ListOffsets -3).
+    /// Largest max timestamp and the base offset of the first batch carrying it (for ListOffsets -3).
     private var maxTimestamp: (timestamp: Int64, offset: Int64) = (-1, -1)
     private var producers = ProducerStateTable()
+    /// Appends not yet durable, by base offset: a duplicate of one of them is answered with its outcome, never
+    /// before it (bounded by the writer's in-flight limit).
+    private var unacknowledged: [Int64: Promise<ProduceResult>] = [:]
     /// Readers parked at the offset they will return next, for sequential consumers (bounded).
     private var readers: [Int64: ParkedReader] = [:]
     private static let maxParkedReaders = 16
@@ -49,7 +52,36 @@ actor PartitionLog {
         self.brokerConfig = config
     }
 
-    static func logName(topic: String, partition: Int32) -> String { "\(topic)-\(partition)" }
+    /// The Woodpecker log of a partition: `<topic>-<partition>` when that is a valid log name. Log names allow at
+    /// most 249 bytes and no "..", while a topic name alone may be 249 bytes and contain ".."; those partitions use
+    /// `~<readable prefix>~<128-bit hash of the topic>-<partition>` instead. `~` never occurs in a topic name, so
+    /// the two forms cannot collide; two topics share a log only if their 128-bit (non-cryptographic) hashes and
+    /// prefixes both match.
+    static func logName(topic: String, partition: Int32) -> String {
+        let plain = "\(topic)-\(partition)"
+        if plain.utf8.count <= 249 && !plain.contains("..") { return plain }
+        let readable = String(topic.prefix(180).map { $0 == "." ? "~" : $0 })
+        return "~\(readable)~\(hash128Hex(topic))-\(partition)"
+    }
+
+    /// Two independent 64-bit FNV-1a hashes, each finished with the splitmix64 mixer, as 32 hex digits.
+    static func hash128Hex(_ s: String) -> String {
+        func fnv(_ basis: UInt64) -> UInt64 {
+            var h = basis
+            for b in s.utf8 {
+                h ^= UInt64(b)
+                h = h &* 0x0000_0100_0000_01b3
+            }
+            h = (h ^ (h >> 30)) &* 0xbf58_476d_1ce4_e5b9
+            h = (h ^ (h >> 27)) &* 0x94d0_49bb_1331_11eb
+            return h ^ (h >> 31)
+        }
+        func hex(_ v: UInt64) -> String {
+            let d = String(v, radix: 16)
+            return String(repeating: "0", count: 16 - d.count) + d
+        }
+        return hex(fnv(0xcbf2_9ce4_8422_2325)) + hex(fnv(0x6c62_272e_07bb_0142))
+    }
 
     /// Opens (creating if needed) the partition's log, takes over its writer (fencing any older one) and
     /// recovers offsets and idempotent-producer state from the log.
@@ -87,7 +119,7 @@ actor PartitionLog {
                     guard let h = try? RecordBatchHeader(parsing: e.payload) else { continue }
                     producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence,
                                      lastSeq: h.baseSequence &+ h.lastOffsetDelta, baseOffset: h.baseOffset)
-                    if h.maxTimestamp >= maxTimestamp.timestamp { maxTimestamp = (h.maxTimestamp, h.baseOffset) }
+                    if h.maxTimestamp > maxTimestamp.timestamp { maxTimestamp = (h.maxTimestamp, h.baseOffset) }
                 }
                 seen += batch.count
             }
@@ -115,6 +147,7 @@ actor PartitionLog {
         let lastSeq = h.baseSequence &+ h.lastOffsetDelta
         switch producers.check(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence, lastSeq: lastSeq) {
         case let .duplicate(base):
+            if let original = unacknowledged[base] { return original }
             return Promise(ProduceResult(error: .none, baseOffset: base, logStartOffset: logStartOffset))
         case let .reject(code):
             return Promise(ProduceResult(error: code, logStartOffset: logStartOffset))
@@ -135,23 +168,33 @@ actor PartitionLog {
         producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence, lastSeq: lastSeq,
                          baseOffset: base)
         let promise = Promise<ProduceResult>()
+        unacknowledged[base] = promise
         let (entryTs, appendTs) = (ts, appendTime)
         writer.enqueueOnLoop(batch.bytes, key: last, timestamp: entryTs) { [self] result in
             self.assumeIsolated { p in
                 switch result {
                 case .success:
                     if last + 1 > p.highWatermark { p.highWatermark = last + 1 }
-                    if entryTs >= p.maxTimestamp.timestamp { p.maxTimestamp = (entryTs, base) }
+                    if entryTs > p.maxTimestamp.timestamp { p.maxTimestamp = (entryTs, base) }
                     p.wakeAll()
+                    if p.unacknowledged[base] === promise { p.unacknowledged[base] = nil }
                     promise.fulfill(ProduceResult(error: .none, baseOffset: base, logAppendTimeMs: appendTs,
                                                   logStartOffset: p.logStartOffset))
                 case let .failure(e):
                     p.producers.forget(producerId: h.producerId, firstSeq: h.baseSequence, baseOffset: base)
-                    Task(executorPreference: p.loop) { promise.fulfill(await p.appendFailed(e, base: base)) }
+                    Task(executorPreference: p.loop) {
+                        let result = await p.appendFailed(e, base: base)
+                        await p.settleFailed(base, promise)
+                        promise.fulfill(result)
+                    }
                 }
             }
         }
         return promise
+    }
+
+    private func settleFailed(_ base: Int64, _ promise: Promise<ProduceResult>) {
+        if unacknowledged[base] === promise { unacknowledged[base] = nil }
     }
 
     private func appendFailed(_ e: WoodpeckerError, base: Int64) async -> ProduceResult {
@@ -247,7 +290,9 @@ actor PartitionLog {
         switch ts {
         case -1: return (highWatermark, -1)
         case -2: return (logStartOffset, -1)
-        case -3: return maxTimestamp.offset >= 0 ? (maxTimestamp.offset, maxTimestamp.timestamp) : (-1, -1)
+        case -3:
+            guard maxTimestamp.offset >= 0 else { return (-1, -1) }
+            return try await recordWithMaxTimestamp(batchBase: maxTimestamp.offset, timestamp: maxTimestamp.timestamp)
         default:
             let r = try await log.openReader(from: .timestamp(ts))
             defer { Task(executorPreference: loop) { await r.close() } }
@@ -261,6 +306,20 @@ actor PartitionLog {
             }
             return (base, batch.header.maxTimestamp)
         }
+    }
+
+    /// KIP-734: the offset of the first record carrying the batch's max timestamp (every record of a LogAppendTime
+    /// batch carries it, so that is the batch's first).
+    private func recordWithMaxTimestamp(batchBase: Int64, timestamp: Int64) async throws -> (offset: Int64, timestamp: Int64) {
+        let r = try await log.openReader(from: .key(batchBase))
+        defer { Task(executorPreference: loop) { await r.close() } }
+        guard let e = try await r.next(maxEntries: 1, maxBytes: 1).first else { return (batchBase, timestamp) }
+        let batch = try RecordBatch(bytes: e.payload)
+        guard batch.header.baseOffset == batchBase, !batch.header.isLogAppendTime else { return (batchBase, timestamp) }
+        for rec in try batch.records() where batch.header.baseTimestamp + rec.timestampDelta == timestamp {
+            return (batchBase + Int64(rec.offsetDelta), timestamp)
+        }
+        return (batchBase, timestamp)
     }
 
     // MARK: retention

@@ -79,6 +79,11 @@ extension Broker {
                 if b.header.isTransactional || b.header.isControl {
                     return .left(Result(error: .invalidRecord, message: "transactional and control batches are not supported"))
                 }
+                // `validate` parses records only when uncompressed; a compressed batch must decompress and hold
+                // exactly `recordsCount` records too, or consumers would fail on it later (Kafka checks the same).
+                if b.header.compression != CompressionCodec.none {
+                    _ = try b.records()
+                }
             }
         } catch {
             return .left(Result(error: error.kafkaErrorCode, message: error.message))
