@@ -151,3 +151,11 @@ import WoodpeckerCore
         return decoded
     }
 }
+
+@Suite struct ApiKeyDescriptionTests {
+    /// Regression: `description` interpolated `self`, which recursed until the stack overflowed (SIGSEGV).
+    @Test func describesWithoutRecursion() {
+        #expect(ApiKey.apiVersions.description == "apiVersions(18)")
+        #expect("\(ApiKey.produce)" == "produce(0)")
+    }
+}
