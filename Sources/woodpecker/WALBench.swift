@@ -103,34 +103,56 @@ func closedLoop(loop: EventLoop, writer: LogWriter, payload: ByteBuffer, writers
     return total
 }
 
-/// Issues appends at a fixed rate from a 1 ms ticker; latency counts from each entry's scheduled time.
+/// Issues appends at a fixed rate from a 1 ms ticker; latency counts from each entry's scheduled time. Appends are
+/// enqueued directly on the writer's loop with a completion callback (no task per entry, so the generator itself
+/// adds no scheduling delay).
 func openLoop(loop: EventLoop, writer: LogWriter, payload: ByteBuffer, rate: Double, seconds: Double) async throws -> LatencyRun {
     let start = Clock.monotonicNanos()
     let total = Int(rate * seconds)
     let intervalNs = 1e9 / rate
-    return try await withThrowingTaskGroup(of: UInt64.self) { group in
-        var issued = 0
-        while issued < total {
-            let now = Clock.monotonicNanos()
-            let due = Swift.min(total, Int(Double(now - start) / intervalNs) + 1)
-            while issued < due {
-                let scheduled = start + UInt64(Double(issued) * intervalNs)
-                group.addTask(executorPreference: loop) {
-                    _ = try await writer.append(payload)
-                    return Clock.monotonicNanos() - scheduled
-                }
-                issued += 1
+    let sink = LatencySink(expected: total)
+    var issued = 0
+    while issued < total {
+        let now = Clock.monotonicNanos()
+        let due = Swift.min(total, Int(Double(now - start) / intervalNs) + 1)
+        while issued < due {
+            let scheduled = start + UInt64(Double(issued) * intervalNs)
+            writer.enqueueOnLoop(payload, key: 0, timestamp: 0) { result in
+                sink.record(result, latencyNs: Clock.monotonicNanos() - scheduled)
             }
-            await loop.sleep(ms: 1)
+            issued += 1
         }
-        var r = LatencyRun()
-        for try await l in group {
-            r.latenciesNs.append(l)
-            r.entries += 1
-            r.bytes += payload.readableBytes
+        await loop.sleep(ms: 1)
+    }
+    try await sink.waitAll(loop: loop)
+    var r = LatencyRun()
+    r.latenciesNs = sink.latencies
+    r.entries = sink.latencies.count
+    r.bytes = r.entries * payload.readableBytes
+    r.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
+    return r
+}
+
+/// Collects completion latencies on the loop thread.
+final class LatencySink: @unchecked Sendable {
+    var latencies: [UInt64] = []
+    var failure: WoodpeckerError?
+    let expected: Int
+    init(expected: Int) {
+        self.expected = expected
+        latencies.reserveCapacity(expected)
+    }
+    func record(_ r: Result<LogMessageId, WoodpeckerError>, latencyNs: UInt64) {
+        switch r {
+        case .success: latencies.append(latencyNs)
+        case let .failure(e): failure = e
         }
-        r.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
-        return r
+    }
+    func waitAll(loop: EventLoop) async throws {
+        while latencies.count < expected {
+            if let failure { throw failure }
+            await loop.sleep(ms: 5)
+        }
     }
 }
 
