@@ -184,6 +184,9 @@ final class EtcdConnection: Sendable {
                               "\(storeName): authentication as user '\(credentials.username)' at \(endpoint) failed: \(message); check the user name and password")
     }
 
+    /// The cached authentication token (for tests).
+    var currentToken: String? { state.withLock { $0.token } }
+
     /// Forgets `token` (nil: whatever token is cached) so the next call authenticates again, unless another call
     /// already replaced it.
     func invalidateToken(_ token: String?) {

@@ -230,8 +230,11 @@ struct EtcdMetadataStoreTests {
             let store = EtcdMetadataStore(endpoints: [server.endpoint], loop: loop, options: good)
             #expect(try await store.get("/auth/k")?.stringValue == "before")
             let w = try await store.watch(prefix: "/auth/", fromRevision: 0)
+            let firstToken = try #require(store.connection.currentToken)
             try await Task.sleep(nanoseconds: 2_500_000_000)  // the 1 s token expires
             let r = try await store.put("/auth/k", b("after"))
+            let secondToken = try #require(store.connection.currentToken)
+            #expect(secondToken != firstToken, "the expired token was replaced by a new one")
             #expect(try await store.get("/auth/k")?.modRevision == r)
             #expect(try await collectEvents(w, 1).map(\.kv.modRevision) == [r])
             w.cancel()
