@@ -75,12 +75,24 @@ struct EtcdMetadataStoreTests {
         #expect(await loop.openHandleCount() == 0, "every store closed its connections")
     }
 
-    /// With etcd gone, calls fail fast with a retryable `.metadataUnavailable` that names the endpoint; after a
-    /// restart on the same data dir they work again and see the old data.
+    /// With etcd gone, calls and new watches fail fast with a retryable `.metadataUnavailable` that names the
+    /// endpoint, and an open watch gives up after `watchReconnectTimeoutMs` with the same; after a restart on the
+    /// same data dir calls work again and see the old data.
     @Test func stoppedEtcdIsRetryableAndRestartRecovers() async throws {
-        try await withEtcd { server, _, store in
+        try await withEtcd { server, loop, store in
             let r = try await store.put("/down/a", b("1"))
+            var impatient = EtcdMetadataStore.Options()
+            impatient.watchReconnectTimeoutMs = 500
+            let shortStore = EtcdMetadataStore(endpoints: [server.endpoint], loop: loop, options: impatient)
+            let w = try await shortStore.watch(prefix: "/down/", fromRevision: 0)
             server.kill()
+            // A watch that cannot reconnect ends with a retryable error naming the endpoint.
+            let we = await streamError(w) as? WoodpeckerError
+            #expect(we?.code == .metadataUnavailable && we?.isRetryable == true, "\(String(describing: we))")
+            #expect(we?.message.contains(server.endpoint) == true && we?.message.contains("/down/") == true)
+            await shortStore.close()
+            let openError = await #expect(throws: WoodpeckerError.self) { try await store.watch(prefix: "/down/", fromRevision: 0) }
+            #expect(openError?.code == .metadataUnavailable && openError?.isRetryable == true)
             let start = Clock.monotonicMillis()
             let error = await #expect(throws: WoodpeckerError.self) { try await store.get("/down/a") }
             #expect(error?.code == .metadataUnavailable && error?.isRetryable == true)
