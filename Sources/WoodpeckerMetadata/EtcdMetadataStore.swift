@@ -15,7 +15,8 @@ import WoodpeckerIO
 ///   `.keyNotFound`;
 /// - with a user and password, a token is obtained from `/v3/auth/authenticate` and renewed when etcd rejects it;
 /// - watches reconnect after a dropped stream from the revision after the last one delivered, so no event is
-///   missed or repeated; they end with `.revisionConflict` ("compacted") when that revision is gone, and with
+///   missed or repeated; `watch` throws `.revisionConflict` ("compacted") when `fromRevision` is gone, and a
+///   watch ends with the same error when the revision to resume from is gone, and with
 ///   `.metadataUnavailable` when no endpoint answers for `watchReconnectTimeoutMs`.
 ///
 /// Each open watch holds one HTTP connection; `maxConcurrentRequests` bounds watches plus calls in flight.
@@ -234,6 +235,7 @@ public final class EtcdMetadataStore: MetadataStore {
             w.next += 1
             return w.next
         }
+        if fromRevision > 0 { try await checkNotCompacted(prefix: prefix, revision: fromRevision + 1) }
         let stream = try await EtcdWatchStream.open(connection: connection, prefix: prefix,
                                                     startRevision: fromRevision + 1,
                                                     maxMessageBytes: options.maxWatchMessageBytes)
@@ -251,6 +253,24 @@ public final class EtcdMetadataStore: MetadataStore {
             watch.start(loop: http.loop)
         }
         return watch
+    }
+
+    /// Throws `.revisionConflict` ("compacted") when `revision` is no longer kept. etcd itself first confirms a
+    /// watch and only then cancels it for compaction, so without this check the error would reach the caller
+    /// through the stream instead of from `watch`. A compaction right after the check still ends the stream.
+    private func checkNotCompacted(prefix: String, revision: Int64) async throws {
+        var body = rangeBody(prefix: prefix)
+        body["revision"] = String(revision)
+        body["count_only"] = true
+        do {
+            _ = try await connection.call("/v3/kv/range", body, subject: "watch on prefix '\(prefix)' from revision \(revision)",
+                                          idempotent: true)
+        } catch let e as WoodpeckerError where e.code == .revisionConflict {
+            throw WoodpeckerError(.revisionConflict,
+                                  "\(e.message) (compacted); read the current state with range and watch from its revision")
+        } catch let e as WoodpeckerError where e.message.contains("future revision") {
+            return  // a watch may start after the current revision
+        }
     }
 
     /// Ends every watch with `.clientClosed` and closes the HTTP connections. Idempotent.

@@ -180,22 +180,28 @@ struct EtcdMetadataStoreTests {
         }
     }
 
-    /// A watch from a compacted revision ends with `.revisionConflict` saying "compacted".
-    @Test func watchFromCompactedRevisionEnds() async throws {
+    /// A watch from a compacted revision throws `.revisionConflict` saying "compacted"; one from a future revision
+    /// is fine.
+    @Test func watchFromCompactedRevisionIsRevisionConflict() async throws {
         try await withEtcd { server, loop, store in
             let r1 = try await store.put("/cw/a", b("1"))
             try await store.put("/cw/a", b("2"))
             let r3 = try await store.put("/cw/a", b("3"))
             _ = try await server.post("/v3/kv/compaction", "{\"revision\":\"\(r3)\"}", loop: loop)
-            let error: (any Error)?
-            do {
-                let w = try await store.watch(prefix: "/cw/", fromRevision: r1)
-                error = await streamError(w)
-            } catch let e {
-                error = e
-            }
-            let we = try #require(error as? WoodpeckerError, "\(String(describing: error))")
-            #expect(we.code == .revisionConflict && we.message.contains("compacted"), "\(we)")
+            let we = await #expect(throws: WoodpeckerError.self) { try await store.watch(prefix: "/cw/", fromRevision: r1) }
+            #expect(we?.code == .revisionConflict && we?.message.contains("compacted") == true, "\(String(describing: we))")
+            // A stream that (re)opens at a compacted revision: etcd confirms it, then cancels it with the
+            // compaction revision, which becomes the same error.
+            let raw = try await EtcdWatchStream.open(connection: store.connection, prefix: "/cw/", startRevision: r1 + 1,
+                                                     maxMessageBytes: 1 << 20)
+            let canceled = try #require(try await raw.nextMessage()?.object("result"))
+            #expect(canceled.bool("canceled") && canceled.int64("compact_revision") == r3)
+            let streamError = EtcdWatchStream.canceledError(canceled, endpoint: server.endpoint, subject: "w", storeName: "s")
+            #expect((streamError as? WoodpeckerError)?.code == .revisionConflict)
+            await raw.cancel()
+            // A watch from a revision not reached yet is accepted.
+            let future = try await store.watch(prefix: "/cw/", fromRevision: r3 + 100)
+            future.cancel()
             // From the compaction revision on, it works.
             let w = try await store.watch(prefix: "/cw/", fromRevision: r3 - 1)
             #expect(try await collectEvents(w, 1).map(\.kv.modRevision) == [r3])
