@@ -29,8 +29,9 @@ public final class Broker: @unchecked Sendable {
         let signal = AppendSignal(loop: client.loop)
         self.appendSignal = signal
         self.topics = TopicManager(loop: client.loop, client: client, metadata: client.metadata, config: config,
-                                   appendSignal: signal)
-        self.producerIds = ProducerIdAllocator(loop: client.loop, metadata: client.metadata, key: "kafka/producer-id-next")
+                                   appendSignal: signal, prefix: config.metadataPrefix + "kafka")
+        self.producerIds = ProducerIdAllocator(loop: client.loop, metadata: client.metadata,
+                                               key: config.metadataPrefix + "kafka/producer-id-next")
     }
 
     /// Loads topics and starts listening. Returns the bound port.

@@ -11,6 +11,8 @@ public struct BrokerConfig: Sendable {
     public var nodeId: Int32 = 0
     public var clusterId = "woodpecker-cluster"
     public var dataDir = "./data"
+    /// Prefix of the facade's metadata keys (`<prefix>kafka/...`), e.g. the etcd prefix.
+    public var metadataPrefix = ""
     /// Largest request frame; a larger one closes the connection with a log line.
     public var maxRequestBytes = Limits.maxRequestSizeBytes
     /// Connections idle this long are closed (0 = never).

@@ -16,7 +16,7 @@ struct BrokerCommand: AsyncParsableCommand {
         discussion: """
             Settings come from, in increasing precedence: defaults, --config FILE (lines of `key = value`),
             environment variables WOODPECKER_<KEY> (e.g. WOODPECKER_LISTEN), and flags.
-            Keys: listen, advertise, data-dir, storage, default-partitions, auto-create-topics, max-request-bytes,
+            Keys: listen, advertise, data-dir, storage, metadata, default-partitions, auto-create-topics, max-request-bytes,
             idle-timeout-ms, node-id, cluster-id.
             """)
     @Option(help: "Config file of `key = value` lines.") var config: String?
@@ -26,16 +26,20 @@ struct BrokerCommand: AsyncParsableCommand {
     @Option(help: "Partitions of auto-created topics (default 1).") var defaultPartitions: Int32?
     @Option(help: "Log storage: file:///PATH (default: DATA_DIR/segments) or s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true].")
     var storage: String?
+    @Option(help: "Metadata: embedded (default, under DATA_DIR/meta) or etcd://HOST:PORT[,HOST:PORT]/PREFIX.")
+    var metadata: String?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
         Diagnostics.verbose = verbose
         let settings = try BrokerSettings.resolve(file: config, flags: [
             "listen": listen, "advertise": advertise, "data-dir": dataDir,
-            "default-partitions": defaultPartitions.map(String.init), "storage": storage,
+            "default-partitions": defaultPartitions.map(String.init), "storage": storage, "metadata": metadata,
         ])
-        let cfg = try settings.brokerConfig()
-        let rt = try await Runtime.open(dataDir: cfg.dataDir, storage: settings.values["storage"])
+        var cfg = try settings.brokerConfig()
+        let rt = try await Runtime.open(dataDir: cfg.dataDir, storage: settings.values["storage"],
+                                        metadata: settings.values["metadata"])
+        cfg.metadataPrefix = rt.metadataPrefix
         let broker = Broker(config: cfg, client: rt.client)
         let port = try await onLoop(rt.loop) { try await broker.start() }
         Diagnostics.info("woodpecker broker listening on \(cfg.listenHost):\(port) (advertised \(cfg.advertisedHost):\(cfg.advertisedPort)), data in \(cfg.dataDir)")
@@ -89,7 +93,7 @@ struct BrokerSettings {
     func brokerConfig() throws -> BrokerConfig {
         var c = BrokerConfig()
         let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
-                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage"]
+                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata"]
         for k in values.keys where !known.contains(k) {
             Diagnostics.warn("ignoring unknown setting \(k)")
         }

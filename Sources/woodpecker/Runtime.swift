@@ -15,25 +15,42 @@ struct Runtime {
     let store: any ObjectStore
     let metadata: any MetadataStore
     let client: WoodpeckerClient
+    /// Prefix of every metadata key (empty for the embedded store).
+    var metadataPrefix = ""
 
     /// `<dataDir>/segments` holds log data (one `data.log` per segment), `<dataDir>/meta` the embedded metadata
     /// journal, `<dataDir>/objects` anything stored as objects.
     static func local(dataDir: String, config: WALConfig = WALConfig()) async throws -> Runtime {
-        try makeDirectories(dataDir)
-        // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
-        setenv("UV_THREADPOOL_SIZE", "16", 0)
-        let loop = EventLoop(name: "wp-main")
-        let store = LocalFileStore(root: dataDir + "/objects", loop: loop)
-        let metadata = try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop)
-        let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
-                                      segmentFilesRoot: dataDir + "/segments")
-        return Runtime(loop: loop, store: store, metadata: metadata, client: client)
+        try await open(dataDir: dataDir, storage: nil, metadata: nil, config: config)
+    }
+
+    /// The metadata store chosen by URL: nil or `embedded` (a journal under `<dataDir>/meta`), or
+    /// `etcd://[USER:PASS@]HOST:PORT[,HOST:PORT]/PREFIX`. Returns the store and the key prefix to use.
+    static func openMetadata(_ url: String?, dataDir: String, loop: EventLoop) async throws -> (any MetadataStore, String) {
+        guard let url, url != "embedded" else {
+            return (try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop), "")
+        }
+        guard url.hasPrefix("etcd://") || url.hasPrefix("etcds://") else {
+            throw WoodpeckerError(.invalidArgument, "--metadata \(url): use embedded or etcd://HOST:PORT[,HOST:PORT]/PREFIX")
+        }
+        let loc = try EtcdMetadataStore.parse(url: url)
+        var options = EtcdMetadataStore.Options()
+        options.username = loc.username
+        options.password = loc.password
+        let store = EtcdMetadataStore(endpoints: loc.endpoints, loop: loop, options: options)
+        // Fail at startup, naming the endpoints, rather than on the first request.
+        _ = try await onLoop(loop) { try await store.get(loc.prefix + "woodpecker/logidgen") }
+        return (store, loc.prefix)
     }
 
     /// Storage chosen by URL: `file:///PATH` (or nil: `<dataDir>/segments`, one data.log per segment) or
     /// `s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true]` (one object per block). Metadata is embedded
     /// under `<dataDir>/meta` either way.
-    static func open(dataDir: String, storage: String?, config: WALConfig = WALConfig()) async throws -> Runtime {
+    static func open(dataDir: String, storage: String?, metadata metadataURL: String?,
+                     config: WALConfig = WALConfig()) async throws -> Runtime {
+        try makeDirectories(dataDir)
+        // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
+        setenv("UV_THREADPOOL_SIZE", "16", 0)
         guard let storage, storage.hasPrefix("s3://") else {
             var dir = dataDir
             if let storage {
@@ -41,11 +58,15 @@ struct Runtime {
                     throw WoodpeckerError(.invalidArgument, "--storage \(storage): use file:///PATH or s3://BUCKET/PREFIX?endpoint=URL")
                 }
                 dir = String(storage.dropFirst("file://".count))
+                try makeDirectories(dir)
             }
-            return try await local(dataDir: dir, config: config)
+            let loop = EventLoop(name: "wp-main")
+            let store = LocalFileStore(root: dir + "/objects", loop: loop)
+            let (metadata, prefix) = try await openMetadata(metadataURL, dataDir: dataDir, loop: loop)
+            let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
+                                          metadataRoot: prefix + "woodpecker", segmentFilesRoot: dir + "/segments")
+            return Runtime(loop: loop, store: store, metadata: metadata, client: client, metadataPrefix: prefix)
         }
-        try makeDirectories(dataDir)
-        setenv("UV_THREADPOOL_SIZE", "16", 0)
         let createBucket = storage.contains("create_bucket=true")
         let url = storage.replacingOccurrences(of: "&create_bucket=true", with: "").replacingOccurrences(of: "?create_bucket=true&", with: "?")
             .replacingOccurrences(of: "?create_bucket=true", with: "")
@@ -56,9 +77,10 @@ struct Runtime {
             // Fencing relies on put-if-absent: refuse to run on a store that does not honour it.
             try await s3.verifyConditionalWrites()
         }
-        let metadata = try await EmbeddedMetadataStore(directory: dataDir + "/meta", loop: loop)
-        let client = WoodpeckerClient(loop: loop, store: s3, metadata: metadata, config: config)
-        return Runtime(loop: loop, store: s3, metadata: metadata, client: client)
+        let (metadata, prefix) = try await openMetadata(metadataURL, dataDir: dataDir, loop: loop)
+        let client = WoodpeckerClient(loop: loop, store: s3, metadata: metadata, config: config,
+                                      metadataRoot: prefix + "woodpecker")
+        return Runtime(loop: loop, store: s3, metadata: metadata, client: client, metadataPrefix: prefix)
     }
 
     func close() async {
