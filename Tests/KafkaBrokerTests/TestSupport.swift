@@ -38,6 +38,7 @@ final class TestBroker: @unchecked Sendable {
     private var stopped = false
 
     static func start(dir: String? = nil, store wrap: ((any ObjectStore) -> any ObjectStore)? = nil,
+                      wal: WALConfig = WALConfig(),
                       _ configure: (inout BrokerConfig) -> Void = { _ in }) async throws -> TestBroker {
         let loop = EventLoop(name: "broker-test")
         var store: any ObjectStore
@@ -51,7 +52,7 @@ final class TestBroker: @unchecked Sendable {
             metadata = EmbeddedMetadataStore.inMemory()
         }
         if let wrap { store = wrap(store) }
-        let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata)
+        let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: wal)
         var config = BrokerConfig()
         config.listenPort = 0
         config.retentionCheckIntervalMs = 3_600_000
@@ -86,10 +87,10 @@ final class TestBroker: @unchecked Sendable {
 }
 
 /// Starts a broker, runs `body`, stops the broker even when `body` throws.
-func withBroker(dir: String? = nil, store: ((any ObjectStore) -> any ObjectStore)? = nil,
+func withBroker(dir: String? = nil, store: ((any ObjectStore) -> any ObjectStore)? = nil, wal: WALConfig = WALConfig(),
                 _ configure: (inout BrokerConfig) -> Void = { _ in },
                 _ body: (TestBroker) async throws -> Void) async throws {
-    let b = try await TestBroker.start(dir: dir, store: store, configure)
+    let b = try await TestBroker.start(dir: dir, store: store, wal: wal, configure)
     do {
         try await body(b)
     } catch {
