@@ -380,3 +380,21 @@ equals() {
   log "    ${3:-value}: expected '$1', got '$got'"
   return 1
 }
+
+# seaweed_start: SeaweedFS `weed mini` on free loopback ports (signature checks on, key/secret credentials).
+# Sets S3_PORT. Stopped by the suite's cleanup trap.
+seaweed_start() {
+  local W="$COMPAT_TMP/weed"; mkdir -p "$W/data"
+  cat >"$W/s3.json" <<'JSON'
+{"identities":[{"name":"admin","credentials":[{"accessKey":"key","secretKey":"secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+JSON
+  local P=() i
+  for i in $(seq 10); do P+=("$(free_port)"); done
+  weed mini -dir="$W/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.config="$W/s3.json" -webdav=false -admin.ui=false \
+    -master.telemetry=false -s3.port="${P[0]}" -s3.port.grpc="${P[1]}" -master.port="${P[2]}" -master.port.grpc="${P[3]}" \
+    -volume.port="${P[4]}" -volume.port.grpc="${P[5]}" -filer.port="${P[6]}" -filer.port.grpc="${P[7]}" \
+    -admin.port="${P[8]}" -admin.port.grpc="${P[9]}" -s3.port.iceberg=0 -s3.port.lance=0 \
+    -filer.localSocket="$W/filer.sock" -s3.localSocket="$W/s3.sock" >"$W/weed.log" 2>&1 &
+  track $!
+  S3_PORT=${P[0]}
+}

