@@ -28,13 +28,15 @@ def main():
     ap.add_argument("--no-consume", action="store_true")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--label", default="")
+    ap.add_argument("--topic-name", default=None, help="use this (existing or auto-created) topic")
     a = ap.parse_args()
 
-    topic = f"bench-{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": a.bootstrap})
-    fs = admin.create_topics([NewTopic(topic, num_partitions=a.partitions, replication_factor=1)])
-    for f in fs.values():
-        f.result(timeout=30)
+    topic = a.topic_name or f"bench-{uuid.uuid4().hex[:10]}"
+    if not a.topic_name:
+        admin = AdminClient({"bootstrap.servers": a.bootstrap})
+        fs = admin.create_topics([NewTopic(topic, num_partitions=a.partitions, replication_factor=1)])
+        for f in fs.values():
+            f.result(timeout=30)
 
     p = Producer({"bootstrap.servers": a.bootstrap, "acks": "all", "linger.ms": 5, "batch.size": 1048576,
                   "queue.buffering.max.messages": 1000000, "queue.buffering.max.kbytes": 2097151,

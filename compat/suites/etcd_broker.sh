@@ -28,6 +28,20 @@ check "kcat -C -e reads back the same records in order" same_file "$COMPAT_TMP/i
 check "the topic is recorded in etcd under the prefix" \
   bash -c "ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:$EP get --prefix wp-compat/kafka/topics/ --keys-only | grep -q '$T'"
 
+# Metadata traffic per produced megabyte: etcd's own request counters around a steady produce.
+etcd_ops() { curl -s "http://127.0.0.1:$EP/metrics" | awk '/^etcd_mvcc_(put|txn|range|delete)_total/ {s+=$2} END {print s+0}'; }
+T3=$(topic_name etcdrate)
+opsw=$(etcd_ops)
+check "producer warm-up to $T3" py produce.py --topic "$T3" --count 10
+ops0=$(etcd_ops); t0=$(date +%s.%N)
+check "etcd's counters see the broker's metadata writes (topic creation, segment open: $opsw -> $ops0)" test "$ops0" -gt "$opsw"
+check "steady produce of 20000 x 1 KiB records" timeout -k 5 120 "$PYTHON" "$COMPAT_PY/../bench/bench_produce.py" \
+  --bootstrap "$BROKER" -n 20000 -s 1024 --no-consume --topic-name "$T3"
+ops1=$(etcd_ops); t1=$(date +%s.%N)
+log "etcd operations during the produce: $((ops1 - ops0)) for 20.5 MB in $(python3 -c "print(round($t1-$t0,1))") s"
+check "no etcd operation per append: at most 5 etcd ops per produced MB (segment rolls only)" \
+  test $((ops1 - ops0)) -le 100
+
 T2=$(topic_name etcdfault)
 acked="$COMPAT_TMP/acked.txt"; : >"$acked"
 # Create the topic and open its partition before etcd goes away (creation needs etcd).
