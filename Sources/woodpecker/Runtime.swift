@@ -78,7 +78,13 @@ struct Runtime {
             try await s3.verifyConditionalWrites()
         }
         let (metadata, prefix) = try await openMetadata(metadataURL, dataDir: dataDir, loop: loop)
-        let client = WoodpeckerClient(loop: loop, store: s3, metadata: metadata, config: config,
+        // An object PUT costs tens of ms whatever its size: gather entries for a short interval into bigger
+        // blocks (many in flight) instead of flushing each produce request as its own object.
+        var s3Config = config
+        s3Config.flushWhenIdle = false
+        s3Config.flushIntervalMs = max(config.flushIntervalMs, 10)
+        s3Config.flushBytes = max(config.flushBytes, 8 << 20)
+        let client = WoodpeckerClient(loop: loop, store: s3, metadata: metadata, config: s3Config,
                                       metadataRoot: prefix + "woodpecker")
         return Runtime(loop: loop, store: s3, metadata: metadata, client: client, metadataPrefix: prefix)
     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Woodpecker
 import WoodpeckerCore
 import WoodpeckerIO
+import WoodpeckerStorage
 
 #if canImport(Glibc)
 import Glibc
@@ -16,11 +17,15 @@ struct WALBench: AsyncParsableCommand {
     @Option(help: "Seconds of the maximum-rate phase (the latency phase runs as long).") var seconds: Double = 5
     @Option(help: "Concurrent appenders.") var writers: Int = 64
     @Option(help: "Latency phase rate as a fraction of the measured maximum.") var rateFraction: Double = 0.5
+    @Option(help: "Storage: local data.log files (default) or s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true]; the ceiling is then parallel PUTs of the same size.")
+    var storage: String?
 
     func run() async throws {
         var config = WALConfig()
         config.auditIntervalMs = 0
-        let rt = try await Runtime.local(dataDir: dataDir, config: config)
+        let rt = try await Runtime.open(dataDir: dataDir, storage: storage, metadata: nil, config: config)
+        let onS3 = storage?.hasPrefix("s3://") ?? false
+        let streams = config.maxInFlightBlocks
         let entryBytes = max(1, entryBytes)
         let writers = max(1, writers)
         let seconds = seconds
@@ -39,13 +44,16 @@ struct WALBench: AsyncParsableCommand {
             let rate = Swift.max(1.0, max.entriesPerSecond * fraction)
             let fixed = try await openLoop(loop: rt.loop, writer: w, payload: payload, rate: rate, seconds: seconds)
             try await w.close()
-            // Ceiling: sequential writes with an fsync per block of the average block size, same duration.
-            let ceiling = try await rt.loop.runBlocking { try fsyncCeiling(dir: dataDir, blockBytes: avgBlock, seconds: seconds) }
+            // Ceiling: sequential writes with an fsync per block of the average block size (local), or the store's
+            // own parallel PUT rate for objects of that size (S3), same duration.
+            let ceiling = onS3
+                ? try await putCeiling(store: rt.store, objectBytes: avgBlock, streams: streams, seconds: seconds, loop: rt.loop)
+                : try await rt.loop.runBlocking { try fsyncCeiling(dir: dataDir, blockBytes: avgBlock, seconds: seconds) }
             let ratio = max.mbPerSecond / ceiling
             return """
                 entry_bytes=\(entryBytes) writers=\(writers) seconds=\(seconds)
                 max:     \(fmt(max.mbPerSecond)) MB/s  \(fmt(max.entriesPerSecond)) entries/s  p50=\(us(max.p(0.5))) p99=\(us(max.p(0.99))) p99.9=\(us(max.p(0.999)))  blocks=\(blocks) avg_block_bytes=\(avgBlock)
-                ceiling: \(fmt(ceiling)) MB/s  (sequential write + fsync per \(avgBlock)-byte block, same run)
+                ceiling: \(fmt(ceiling)) MB/s  (\(onS3 ? "\(streams) parallel PUTs of \(avgBlock)-byte objects" : "sequential write + fsync per \(avgBlock)-byte block"), same run)
                 ratio:   \(fmt(ratio * 100))% of ceiling
                 at \(fmt(rate)) entries/s (\(Int(fraction * 100))% of max): \(fmt(fixed.mbPerSecond)) MB/s  p50=\(us(fixed.p(0.5))) p99=\(us(fixed.p(0.99))) p99.9=\(us(fixed.p(0.999)))
                 peak_rss_mib=\(peakRSSMiB())
@@ -154,6 +162,38 @@ final class LatencySink: @unchecked Sendable {
             await loop.sleep(ms: 5)
         }
     }
+}
+
+/// `streams` concurrent PUTs of `objectBytes`-byte objects for `seconds`; MB/s. The objects are deleted after.
+func putCeiling(store: any ObjectStore, objectBytes: Int, streams: Int, seconds: Double, loop: EventLoop) async throws -> Double {
+    let body = ByteBuffer(bytes: (0..<max(1, objectBytes)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+    let start = Clock.monotonicNanos()
+    let end = start + UInt64(seconds * 1e9)
+    let prefix = "ceiling-\(Clock.wallMillis())/"
+    let written = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
+        for s in 0..<streams {
+            group.addTask(executorPreference: loop) {
+                var n = 0
+                var keys: [String] = []
+                while Clock.monotonicNanos() < end {
+                    let k = "\(prefix)\(s)-\(keys.count)"
+                    try await store.put(k, body)
+                    keys.append(k)
+                    n += body.readableBytes
+                }
+                return (n, keys)
+            }
+        }
+        var total = 0
+        var keys: [String] = []
+        for try await (n, k) in group {
+            total += n
+            keys += k
+        }
+        try await store.delete(keys: keys)
+        return total
+    }
+    return Double(written) / 1e6 / (Double(Clock.monotonicNanos() - start) / 1e9)
 }
 
 /// Sequential writes of `blockBytes` with an fsync after each, into one file, for `seconds`. MB/s.
