@@ -19,6 +19,10 @@ public struct BrokerConfig: Sendable {
     public var idleTimeoutMs: UInt64 = 600_000
     /// Requests read but not yet answered per connection before the broker stops reading from it.
     public var maxInFlightRequestsPerConnection = 1_000
+    /// Request bytes read but not yet answered per connection before the broker stops reading from it. This is
+    /// what bounds broker memory under a producer faster than storage (each byte is held about twice: the
+    /// request and the block being written).
+    public var maxInFlightBytesPerConnection = 32 * 1024 * 1024
     public var autoCreateTopics = true
     public var defaultPartitions: Int32 = 1
     /// Topic config defaults (overridable per topic at creation).

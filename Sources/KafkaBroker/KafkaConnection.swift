@@ -8,7 +8,7 @@ import WoodpeckerIO
 /// every earlier response was written.
 ///
 /// Bounds: a frame larger than `maxRequestBytes` closes the connection; at most
-/// `maxInFlightRequestsPerConnection` requests or `maxInFlightBytes` request bytes are outstanding before the
+/// `maxInFlightRequestsPerConnection` requests or `maxInFlightBytesPerConnection` request bytes are outstanding before the
 /// connection stops reading (backpressure reaches the client through TCP). Loop thread only.
 final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
     let broker: Broker
@@ -26,7 +26,6 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
     /// Fulfilled once the latest Produce request has assigned its offsets: the next one waits for it, so that
     /// batches from one connection get offsets in request order (idempotent producers rely on it).
     private var lastProduceAssigned: Promise<Void>?
-    static let maxInFlightBytes = 128 * 1024 * 1024
 
     private struct Slot {
         var response: ByteBuffer?
@@ -124,7 +123,7 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
     private func applyBackpressure(_ connection: TCPConnection) {
         guard !failing, !closed else { return }
         let outstanding = slots.count - slotHead
-        let over = outstanding >= broker.config.maxInFlightRequestsPerConnection || inFlightBytes >= Self.maxInFlightBytes
+        let over = outstanding >= broker.config.maxInFlightRequestsPerConnection || inFlightBytes >= broker.config.maxInFlightBytesPerConnection
             || !connection.isWritable
         if over && !pausedByUs {
             pausedByUs = true

@@ -284,7 +284,12 @@ public actor LogWriter {
             bytes += size
             queueHead += 1
         }
-        if queueHead > 1024 && queueHead * 2 > queue.count {
+        // Drop taken entries so that their payloads are released: an emptied queue at once, else once they are
+        // the larger part (a few large entries must not linger until a thousand have gone by).
+        if queueHead == queue.count {
+            queue.removeAll(keepingCapacity: queue.capacity <= 4096)
+            queueHead = 0
+        } else if queueHead * 2 > queue.count {
             queue.removeFirst(queueHead)
             queueHead = 0
         }
@@ -486,6 +491,8 @@ public actor LogWriter {
     /// The id the next append would get if it were flushed now (for diagnostics and tests).
     public var currentSegmentId: Int64? { segment?.id }
     public var isWritable: Bool { if case .open = state { true } else { false } }
+    /// Entries the writer still references in its queue (taken or not); 0 once everything is acknowledged.
+    public var retainedQueueEntries: Int { queue.count }
 }
 
 extension BlockInfo {

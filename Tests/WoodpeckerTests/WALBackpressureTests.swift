@@ -132,3 +132,18 @@ import WoodpeckerStorage
         }
     }
 }
+
+/// Regression: taken entries stayed in the writer's queue array until 1024 of them had gone by, so a broker writing
+/// 1 MB batches held up to 1 GB of acknowledged payloads (RSS grew with the data).
+@Suite struct WALQueueReleaseTests {
+    @Test func acknowledgedEntriesAreNotRetained() async throws {
+        try await withWAL(.memory) { env in
+            let log = try await env.client().createLog("release")
+            let w = try await log.openWriter()
+            for i in 0..<50 {
+                _ = try await w.append(ByteBuffer(bytes: [UInt8](repeating: UInt8(i), count: 10_000)))
+            }
+            #expect(await w.retainedQueueEntries == 0)
+        }
+    }
+}
