@@ -201,7 +201,10 @@ public actor LogReader {
         let objs = log.segmentStore(seg)
         if let f = try await footer(seg) {
             guard position.entryId <= f.lac, let i = SegmentCodec.blockIndex(containingEntry: position.entryId, in: f.blocks) else { return nil }
-            guard let b = try await objs.readBlock(at: i, of: f.blocks, compacted: f.compacted) else {
+            var block = await takePrefetched(segment: seg, index: i)
+            readAhead(objs, segment: seg, footer: f, after: i)
+            if block == nil { block = try await objs.readBlock(at: i, of: f.blocks, compacted: f.compacted) }
+            guard let b = block else {
                 // Compaction replaced the originals after we cached the footer: reload it once.
                 footers[seg] = nil
                 guard let f2 = try await footer(seg), let j = SegmentCodec.blockIndex(containingEntry: position.entryId, in: f2.blocks),
@@ -234,6 +237,30 @@ public actor LogReader {
             probeBlock += 1
             return remember(b, seg)
         }
+    }
+
+    /// Blocks of a completed segment being fetched ahead of the reader (bounded by `readAheadBlocks`), so that a
+    /// catch-up read from object storage overlaps the GETs of the next blocks with decoding this one.
+    private var prefetch: [Int: Task<DecodedBlock?, any Error>] = [:]
+    private var prefetchSegment: Int64 = -1
+
+    private func readAhead(_ objs: any SegmentStore, segment: Int64, footer f: SegmentFooter, after i: Int) {
+        let depth = log.config.readAheadBlocks
+        guard depth > 0 else { return }
+        if prefetchSegment != segment {
+            prefetch.removeAll()
+            prefetchSegment = segment
+        }
+        prefetch = prefetch.filter { $0.key > i }
+        for j in (i + 1)..<min(f.blocks.count, i + 1 + depth) where prefetch[j] == nil {
+            prefetch[j] = Task(executorPreference: log.loop) { try await objs.readBlock(at: j, of: f.blocks, compacted: f.compacted) }
+        }
+    }
+
+    /// A prefetched block, or nil when none is ready for this position (or its fetch failed: read it directly).
+    private func takePrefetched(segment: Int64, index: Int) async -> DecodedBlock? {
+        guard prefetchSegment == segment, let t = prefetch.removeValue(forKey: index) else { return nil }
+        return try? await t.value  // a failed prefetch is retried by the direct read, which reports the error
     }
 
     private func remember(_ b: DecodedBlock, _ seg: Int64) -> DecodedBlock {

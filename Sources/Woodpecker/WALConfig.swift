@@ -28,6 +28,8 @@ public struct WALConfig: Sendable {
     public var tailCacheBytes: Int = 32 * 1024 * 1024
     /// Readers poll storage at this interval for appends made by another process (in-process appends wake them).
     public var crossProcessPollMs: UInt64 = 100
+    /// Blocks of a completed segment a reader fetches ahead of its position (0 = none).
+    public var readAheadBlocks: Int = 4
     /// Attempts for metadata and storage steps of fencing, completion and rolling.
     public var controlRetries: Int = 5
 
