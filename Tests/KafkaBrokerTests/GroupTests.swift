@@ -256,4 +256,38 @@ struct GroupTests {
             await c.close()
         }
     }
+
+    @Test("v3 joins need no member id round trip; static members join directly and a restart fences the old id; bad session timeouts are refused")
+    func staticMembershipAndOldVersions() async throws {
+        try await withBroker({ $0.groups.initialRebalanceDelayMs = 0 }) { b in
+            let c = try await b.connect()
+            let v3 = try await c.call(joinRequest("old"), version: 3, JoinGroupResponse.self)
+            #expect(v3.errorCode == 0 && !v3.memberId.isEmpty && v3.leader == v3.memberId && v3.generationId == 1)
+            let tiny = try await c.call(joinRequest("old", session: 10), version: 3, JoinGroupResponse.self)
+            #expect(tiny.errorCode == KafkaErrorCode.invalidSessionTimeout.rawValue)
+
+            var s = joinRequest("static")
+            s.groupInstanceId = "instance-1"
+            let first = try await c.call(s, version: 5, JoinGroupResponse.self)
+            #expect(first.errorCode == 0 && first.memberId.hasPrefix("instance-1"))
+            let sy = try await c.syncGroup("static", generation: first.generationId, member: first.memberId,
+                                           assignments: [(first.memberId, [4])])
+            #expect(sy.errorCode == 0 && sy.assignment == [4])
+            // The same instance restarting (no member id) replaces the old member.
+            let second = try await c.call(s, version: 5, JoinGroupResponse.self)
+            #expect(second.errorCode == 0 && second.memberId != first.memberId && second.leader == second.memberId)
+            #expect(second.members.map(\.memberId) == [second.memberId])
+            var hb = HeartbeatRequest(groupId: "static", generationId: first.generationId, memberId: first.memberId)
+            hb.groupInstanceId = "instance-1"
+            let old = try await c.call(hb, version: 3, HeartbeatResponse.self)
+            #expect(old.errorCode == KafkaErrorCode.unknownMemberId.rawValue)
+            // LeaveGroup v3 by instance id alone.
+            var leave = LeaveGroupRequest()
+            leave.groupId = "static"
+            leave.members = [.init(memberId: "", groupInstanceId: "instance-1")]
+            let lr = try await c.call(leave, version: 3, LeaveGroupResponse.self)
+            #expect(lr.members.map(\.errorCode) == [0])
+            await c.close()
+        }
+    }
 }
