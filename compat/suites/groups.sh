@@ -28,14 +28,18 @@ gen a 20 >"$COMPAT_TMP/in1.txt"
 check "kcat: produce 20 records to $T" produce "$T" "$COMPAT_TMP/in1.txt"
 check "confluent-kafka: group consumer reads 10 records, commits, closes" \
   pylog "$COMPAT_TMP/c1.log" group_consume.py --group "$G" --topic "$T" --expect 10 --out "$COMPAT_TMP/c1.txt"
-check "confluent-kafka: first record within 3 s of start" first_within "$COMPAT_TMP/c1.log" 3
+# Kafka and Tansu wait group.initial.rebalance.delay.ms (3 s) before the first generation; woodpecker 100 ms.
+FIRST_MAX=3; [ "$BROKER_KIND" = woodpecker ] || FIRST_MAX=10
+check "confluent-kafka: first record within $FIRST_MAX s of start" first_within "$COMPAT_TMP/c1.log" $FIRST_MAX
 check "confluent-kafka: the first 10 records in order" same_file <(head -n 10 "$COMPAT_TMP/in1.txt") <(cut -d' ' -f3 "$COMPAT_TMP/c1.txt")
 check "confluent-kafka: a new consumer in group $G resumes at the committed offset 10" \
   pylog "$COMPAT_TMP/c2.log" group_consume.py --group "$G" --topic "$T" --expect 10 --out "$COMPAT_TMP/c2.txt"
 check "confluent-kafka: it starts at offset 10" equals 10 "$(head -n 1 "$COMPAT_TMP/c2.txt" | cut -d' ' -f2)" "first offset"
 check "confluent-kafka: it reads records 10..19" same_file <(tail -n 10 "$COMPAT_TMP/in1.txt") <(cut -d' ' -f3 "$COMPAT_TMP/c2.txt")
 
-# Committed offsets are durable: after a broker restart the group resumes where it left off.
+# Committed offsets are durable: after a broker restart the group resumes where it left off (woodpecker only:
+# the Tansu peer runs on memory:// storage, which a restart empties).
+if [ "$BROKER_KIND" = woodpecker ]; then
 check "broker restarts (SIGTERM, same data dir)" broker_stop
 broker_start || { fail "broker restarts"; finish; }
 G1=$G; T1=$T
@@ -44,6 +48,7 @@ check "kcat: produce 5 more records to $T1 after the restart" produce "$T1" "$CO
 check "confluent-kafka: after the restart group $G1 resumes at offset 20" \
   pylog "$COMPAT_TMP/c3.log" group_consume.py --group "$G1" --topic "$T1" --expect 5 --out "$COMPAT_TMP/c3.txt"
 check "confluent-kafka: it reads exactly the 5 new records" same_file "$COMPAT_TMP/in1b.txt" <(cut -d' ' -f3 "$COMPAT_TMP/c3.txt")
+fi
 
 # 3. two consumers in one group split a 3-partition topic; every record exactly once.
 T=$(topic_name grp3); G=g3-$$
