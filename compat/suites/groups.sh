@@ -77,6 +77,28 @@ check "together they consumed every record exactly once" \
 check "no partition was read by both consumers" \
   test -z "$(comm -12 <(cut -d' ' -f1 "$COMPAT_TMP/s1.txt" | sort -u) <(cut -d' ' -f1 "$COMPAT_TMP/s2.txt" | sort -u))"
 
+# A consumer killed with SIGKILL never leaves: its session (10 s) expires and the survivor takes every partition.
+T=$(topic_name grpx); G=gx-$$
+check "create $T (2 partitions)" py create_topic.py --topic "$T" --partitions 2
+py group_consume.py --group "$G" --topic "$T" --expect 200 --timeout 60 --out "$COMPAT_TMP/x1.txt" \
+  --assignments "$COMPAT_TMP/x1.asg" >"$COMPAT_TMP/x1.log" 2>&1 & X1=$!; track $X1
+py group_consume.py --group "$G" --topic "$T" --timeout 60 --out "$COMPAT_TMP/x2.txt" \
+  --assignments "$COMPAT_TMP/x2.asg" >"$COMPAT_TMP/x2.log" 2>&1 & X2=$!; track $X2
+both_assigned() { [ -n "$(tail -n 1 "$COMPAT_TMP/x1.asg" 2>/dev/null)" ] && [ -n "$(tail -n 1 "$COMPAT_TMP/x2.asg" 2>/dev/null)" ]; }
+ok=0; for ((i=0; i<300; i++)); do both_assigned && { ok=1; break; }; sleep 0.1; done
+check "two consumers of $G each hold a partition" test $ok = 1
+_kill_tree $X2 KILL; wait $X2 2>/dev/null
+took_over() { [ "$(tail -n 1 "$COMPAT_TMP/x1.asg" 2>/dev/null)" = "0 1" ]; }
+ok=0; for ((i=0; i<300; i++)); do took_over && { ok=1; break; }; sleep 0.1; done
+check "after the SIGKILL the survivor is assigned both partitions (after $((i/10)) s; session timeout 10 s)" test $ok = 1
+gen x 200 >"$COMPAT_TMP/inx.txt"
+head -n 100 "$COMPAT_TMP/inx.txt" >"$COMPAT_TMP/inx.0"; tail -n 100 "$COMPAT_TMP/inx.txt" >"$COMPAT_TMP/inx.1"
+produce_both() { produce "$T" "$COMPAT_TMP/inx.0" 0 && produce "$T" "$COMPAT_TMP/inx.1" 1; }
+check "kcat: produce 100 records to each partition after the SIGKILL" produce_both
+wait $X1; rx=$?
+check "the survivor reads all 200 records" test $rx = 0
+check "  ... each record once" same_file <(sort "$COMPAT_TMP/inx.txt") <(cut -d' ' -f3 "$COMPAT_TMP/x1.txt" | sort)
+
 # 4. Debian kcat -G (librdkafka 2.0.2 high-level consumer).
 T=$(topic_name grpk); G=gk-$$
 gen k 50 >"$COMPAT_TMP/ink.txt"
