@@ -14,6 +14,7 @@ public final class Broker: @unchecked Sendable {
     let metadata: any MetadataStore
     let topics: TopicManager
     let producerIds: ProducerIdAllocator
+    let groups: GroupCoordinator
     private var server: TCPServer?
     private var connections: [UInt64: TCPConnection] = [:]
     private var nextConnectionId: UInt64 = 0
@@ -32,6 +33,8 @@ public final class Broker: @unchecked Sendable {
                                    appendSignal: signal, prefix: config.metadataPrefix + "kafka")
         self.producerIds = ProducerIdAllocator(loop: client.loop, metadata: client.metadata,
                                                key: config.metadataPrefix + "kafka/producer-id-next")
+        self.groups = GroupCoordinator(loop: client.loop, metadata: client.metadata, prefix: config.metadataPrefix + "kafka/",
+                                       config: config.groups)
     }
 
     /// Loads topics and starts listening. Returns the bound port.
@@ -51,6 +54,7 @@ public final class Broker: @unchecked Sendable {
         }
         self.server = server
         startRetention()
+        await groups.start()
         return server.port
     }
 
@@ -62,6 +66,7 @@ public final class Broker: @unchecked Sendable {
     public func stop() async {
         retentionTask?.cancel()
         retentionTask = nil
+        await groups.shutdown()
         if let server { await server.close() }
         server = nil
         await topics.closeAll()
@@ -94,6 +99,8 @@ public final class Broker: @unchecked Sendable {
         .produce: 0...11, .fetch: 4...12, .listOffsets: 0...7, .metadata: 0...12, .apiVersions: 0...4,
         .initProducerId: 0...4, .findCoordinator: 0...5, .createTopics: 0...7, .deleteTopics: 0...6,
         .createPartitions: 0...3, .describeConfigs: 0...4, .describeCluster: 0...1,
+        .joinGroup: 0...9, .syncGroup: 0...5, .heartbeat: 0...4, .leaveGroup: 0...5, .offsetCommit: 0...9,
+        .offsetFetch: 0...9, .listGroups: 0...5, .describeGroups: 0...5, .deleteGroups: 0...2, .offsetDelete: 0...0,
     ]
 
     func handle(_ r: KafkaRequest) async -> KafkaResponseOutcome {
@@ -119,6 +126,16 @@ public final class Broker: @unchecked Sendable {
             case .createPartitions: return try await createPartitions(r)
             case .describeConfigs: return try await describeConfigs(r)
             case .describeCluster: return try describeCluster(r)
+            case .joinGroup: return try await joinGroup(r)
+            case .syncGroup: return try await syncGroup(r)
+            case .heartbeat: return try await heartbeat(r)
+            case .leaveGroup: return try await leaveGroup(r)
+            case .offsetCommit: return try await offsetCommit(r)
+            case .offsetFetch: return try await offsetFetch(r)
+            case .listGroups: return try await listGroups(r)
+            case .describeGroups: return try await describeGroups(r)
+            case .deleteGroups: return try await deleteGroups(r)
+            case .offsetDelete: return try await offsetDelete(r)
             default: return .close("unhandled \(api)")
             }
         } catch let e as DecodeError {

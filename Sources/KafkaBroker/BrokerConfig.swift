@@ -39,6 +39,8 @@ public struct BrokerConfig: Sendable {
     public var retentionCheckIntervalMs: UInt64 = 30_000
     /// Recent batches scanned per partition at startup to rebuild idempotent-producer state.
     public var producerStateRecoveryEntries = 10_000
+    /// Consumer-group coordinator settings (initial rebalance delay, session timeout bounds, limits).
+    public var groups = GroupCoordinatorConfig()
 
     public init() {}
 }
