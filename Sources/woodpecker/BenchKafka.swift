@@ -19,7 +19,8 @@ struct BenchKafka: AsyncParsableCommand {
             Creates the topic (an existing one is reused), builds one record batch, then sends Produce v9 (acks=-1)
             requests with up to --in-flight outstanding per connection, round-robin over the partitions. MB/s counts
             record payload bytes (10^6); latency runs from send (with --rate: from the scheduled send time) to the
-            response. --consume then fetches (Fetch v12) every partition from offset 0 to its high watermark.
+            response. --consume then fetches (Fetch v12) every partition from offset 0 to its high watermark, in
+            offset windows of about 4 MiB with up to --in-flight fetches outstanding per connection.
             Prints a human line and a final JSON line (keys as compat/bench/bench_produce.py). Exits non-zero if any
             produce response carried an error or fewer records were consumed than acknowledged.
             All requests go to the bootstrap broker: point it at the partitions' leader (a single broker).
@@ -88,7 +89,8 @@ struct BenchKafka: AsyncParsableCommand {
         ]
         var ok = produced.errors == 0
         if consume {
-            let consumer = ConsumeRun(loop: loop, topic: topic, partitions: partitionCount, conns: pipelines)
+            let consumer = ConsumeRun(loop: loop, topic: topic, partitions: partitionCount, conns: pipelines,
+                                      inFlight: inFlight, recordBytes: recordBytes)
             let consumed: ConsumeResult = try await withCheckedThrowingContinuation { c in
                 loop.execute { consumer.start { c.resume(with: $0.mapError { $0 as any Error }) } }
             }
