@@ -65,7 +65,7 @@ extension Broker {
         return m
     }
 
-    /// FindCoordinator: this broker for every key (group coordination itself is not served yet).
+    /// FindCoordinator: this broker for every key (it is the group coordinator of every group).
     func findCoordinator(_ r: KafkaRequest) throws -> KafkaResponseOutcome {
         let req = try decode(FindCoordinatorRequest.self, r)
         var resp = FindCoordinatorResponse()
