@@ -125,8 +125,11 @@ extension Broker {
                 var pr = ListOffsetsResponse.ListOffsetsPartitionResponse(partitionIndex: p.partitionIndex)
                 pr.timestamp = -1
                 pr.offset = -1
-                guard let log = try? await topics.partition(t.name, p.partitionIndex) else {
-                    pr.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue
+                let log: PartitionLog
+                switch await topics.partitionOrError(t.name, p.partitionIndex) {
+                case let .success(l): log = l
+                case let .failure(code):
+                    pr.errorCode = code.rawValue
                     tr.partitions.append(pr)
                     continue
                 }

@@ -15,12 +15,13 @@ extension Broker {
         for (ti, t) in req.topics.enumerated() {
             response.responses.append(.init(topic: t.topic, topicId: t.topicId, partitions: []))
             for (pi, p) in t.partitions.enumerated() {
-                let log = try? await topics.partition(t.topic, p.partition)
+                let opened = await topics.partitionOrError(t.topic, p.partition)
+                let log = try? opened.get()  // the error is answered in this partition's slot just below
                 var data = FetchResponse.PartitionData(partitionIndex: p.partition)
                 data.abortedTransactions = []
                 data.records = ByteBuffer()
                 data.preferredReadReplica = -1
-                if log == nil { data.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue }
+                if case let .failure(code) = opened { data.errorCode = code.rawValue }
                 response.responses[ti].partitions.append(data)
                 slots.append((ti, pi, log, p.fetchOffset, Int(p.partitionMaxBytes)))
             }

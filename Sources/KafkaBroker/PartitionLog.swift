@@ -220,6 +220,7 @@ actor PartitionLog {
     /// continuing from the log's real end.
     private func reopenWriter() async {
         do {
+            // The old writer is failing anyway; the new one fences and seals its segment whatever close did.
             try? await writer.close()
             writer = try await log.openWriter()
             if let lastEntry = try await log.lastEntry() {
@@ -352,6 +353,7 @@ actor PartitionLog {
         for (_, r) in readers { await r.reader.close() }
         readers.removeAll()
         wakeAll()
+        // A failed close leaves the segment active; the next open fences and seals it, losing nothing acknowledged.
         try? await writer.close()
     }
 }

@@ -136,6 +136,18 @@ actor TopicManager {
         topics[name] = t
     }
 
+    /// The partition, or the Kafka error code a client should see: UNKNOWN_TOPIC_OR_PARTITION when it does not
+    /// exist, KAFKA_STORAGE_ERROR (retriable) when opening its log failed.
+    func partitionOrError(_ topic: String, _ index: Int32) async -> Result<PartitionLog, KafkaErrorCode> {
+        do {
+            guard let p = try await partition(topic, index) else { return .failure(.unknownTopicOrPartition) }
+            return .success(p)
+        } catch {
+            Diagnostics.warn("opening \(topic)-\(index): \(error)")
+            return .failure(.kafkaStorageError)
+        }
+    }
+
     /// The open partition log, opening it on first use (one open at a time per partition).
     func partition(_ topic: String, _ index: Int32) async throws -> PartitionLog? {
         guard let t = try await self.topic(topic), index >= 0, index < t.partitions else { return nil }
