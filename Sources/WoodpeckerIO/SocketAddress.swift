@@ -72,11 +72,11 @@ public struct SocketAddress: @unchecked Sendable, CustomStringConvertible {
             if family == sa_family_t(AF_INET6) {
                 var a = raw.load(as: sockaddr_in6.self)
                 _ = uv_ip6_name(&a, &name, name.count)
-                return "[\(cStringArray(name))]:\(port)"
+                return "[\(String(cChars: name))]:\(port)"
             }
             var a = raw.load(as: sockaddr_in.self)
             _ = uv_ip4_name(&a, &name, name.count)
-            return "\(cStringArray(name)):\(port)"
+            return "\(String(cChars: name)):\(port)"
         }
     }
 
@@ -116,8 +116,3 @@ func uvErrorText(_ rc: Int32) -> String {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: uv_stream_t.self)
 }
 
-/// The text of a NUL-terminated `[CChar]`.
-func cStringArray(_ a: [CChar]) -> String {
-    let bytes = a.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-    return String(decoding: bytes, as: UTF8.self)
-}

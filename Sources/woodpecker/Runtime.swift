@@ -48,7 +48,7 @@ struct Runtime {
     /// under `<dataDir>/meta` either way.
     static func open(dataDir: String, storage: String?, metadata metadataURL: String?,
                      config: WALConfig = WALConfig()) async throws -> Runtime {
-        try makeDirectories(dataDir)
+        try FileOps.makeDirectories(dataDir)
         // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
         setenv("UV_THREADPOOL_SIZE", "16", 0)
         guard let storage, storage.hasPrefix("s3://") else {
@@ -58,7 +58,7 @@ struct Runtime {
                     throw WoodpeckerError(.invalidArgument, "--storage \(storage): use file:///PATH or s3://BUCKET/PREFIX?endpoint=URL")
                 }
                 dir = String(storage.dropFirst("file://".count))
-                try makeDirectories(dir)
+                try FileOps.makeDirectories(dir)
             }
             let loop = EventLoop(name: "wp-main")
             let store = LocalFileStore(root: dir + "/objects", loop: loop)
@@ -92,16 +92,6 @@ struct Runtime {
     func close() async {
         await metadata.close()
         if let s3 = store as? S3Store { await s3.close() }
-    }
-}
-
-func makeDirectories(_ path: String) throws {
-    var built = path.hasPrefix("/") ? "" : "."
-    for part in path.split(separator: "/") {
-        built += "/" + part
-        if mkdir(built, 0o755) != 0 && errno != EEXIST {
-            throw ioError("mkdir", path: built, errno: errno)
-        }
     }
 }
 
