@@ -28,6 +28,9 @@ public struct WoodpeckerError: Error, Sendable, CustomStringConvertible, Equatab
         case corrupted = 8110
         case ioFailure = 8120
         case diskFull = 8121
+        // QuorumBuffer LogStore nodes
+        case nodeUnavailable = 8130
+        case unsupportedVersion = 8131
         // metadata
         case revisionConflict = 3011
         case keyNotFound = 3012
@@ -48,7 +51,8 @@ public struct WoodpeckerError: Error, Sendable, CustomStringConvertible, Equatab
 
     static func defaultRetryable(_ code: Code) -> Bool {
         switch code {
-        case .segmentClosed, .segmentRolling, .bufferFull, .timeout, .entryNotFound, .metadataUnavailable, .diskFull:
+        case .segmentClosed, .segmentRolling, .bufferFull, .timeout, .entryNotFound, .metadataUnavailable, .diskFull,
+             .nodeUnavailable:
             true
         default:
             false
