@@ -142,14 +142,22 @@ public actor Log {
 
     // MARK: metadata
 
-    /// The storage of one segment, in the client's layout (local files or objects).
-    nonisolated func segmentStore(_ segment: Int64) -> any SegmentStore {
+    /// The storage of one segment, in the client's layout (local files, objects, or a LogStore ensemble in front
+    /// of objects). `quorum` is the segment's ensemble from its metadata (nil: not a QuorumBuffer segment, or
+    /// a read-only view that reads the objects and falls back to any configured node).
+    nonisolated func segmentStore(_ segment: Int64, quorum: [String]? = nil) -> any SegmentStore {
         if let root = client.segmentFilesRoot {
             return FileSegmentStore(loop: loop, root: root, logId: logId, segmentId: segment)
         }
-        return ObjectSegmentStore(store: client.store, maxConcurrentWrites: config.maxInFlightBlocks,
-                                  prefix: client.objectPrefix, logId: logId, segmentId: segment)
+        let objects = ObjectSegmentStore(store: client.store, maxConcurrentWrites: config.maxInFlightBlocks,
+                                         prefix: client.objectPrefix, logId: logId, segmentId: segment)
+        guard let pool = client.pool else { return objects }
+        return QuorumSegmentStore(objects: objects, pool: pool, ensemble: quorum ?? [],
+                                  maxConcurrentWrites: config.maxInFlightBlocks)
     }
+
+    /// The ensemble for a new segment in QuorumBuffer mode, nil otherwise.
+    nonisolated func chooseEnsemble() -> [String]? { client.pool?.chooseEnsemble() }
 
     /// All segment metadata in id order.
     public func segmentMetas() async throws -> [Versioned<SegmentMeta>] {
@@ -205,7 +213,11 @@ public actor Log {
     /// Recovery of an active segment left by another (or a crashed) writer: fence its objects, compute the LAC
     /// from the contiguous verified blocks, write the footer, and CAS the metadata to Completed.
     func fenceAndComplete(_ s: Versioned<SegmentMeta>) async throws {
-        let objs = segmentStore(s.value.segmentId)
+        if let q = s.value.quorum, client.pool == nil {
+            throw WoodpeckerError(.invalidArgument,
+                "segment \(s.value.segmentId) of log \(name) is a QuorumBuffer segment on \(q); open the log with those LogStores configured to recover it")
+        }
+        let objs = segmentStore(s.value.segmentId, quorum: s.value.quorum)
         let blocks: [BlockInfo]
         if let footer = try await objs.readFooter() {
             blocks = footer.blocks  // completed in storage but not in metadata (crash between the two)

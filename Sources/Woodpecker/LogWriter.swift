@@ -131,9 +131,10 @@ public actor LogWriter {
 
     private func createSegment(_ id: Int64) async throws -> Segment {
         let now = Clock.wallMillis()
-        let meta = SegmentMeta(segmentId: id, state: .active, createTimeMs: now, writer: writerName)
+        var meta = SegmentMeta(segmentId: id, state: .active, createTimeMs: now, writer: writerName)
+        meta.quorum = log.chooseEnsemble()
         let rev = try await log.createSegmentMeta(meta)
-        let objects = log.segmentStore(id)
+        let objects = log.segmentStore(id, quorum: meta.quorum)
         await log.segmentOpened(id)
         return Segment(id: id, metaRevision: rev, meta: meta, objects: objects, createdAtMs: now)
     }
@@ -229,7 +230,7 @@ public actor LogWriter {
         guard case .open = state else { return }
         // Age roll: checked on every append, like the size roll; only a segment holding data rolls.
         if !rollPending, !rolling, queuedCount > 0, let seg = segment, seg.sizeBytes > 0,
-           Clock.wallMillis() - seg.createdAtMs >= config.segmentMaxAgeMs {
+           Clock.wallMillis() - seg.createdAtMs >= config.segmentMaxAgeMs || seg.objects.shouldRoll() {
             rollPending = true
         }
         if rollPending || rolling {

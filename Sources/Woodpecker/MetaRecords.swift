@@ -36,6 +36,9 @@ public struct SegmentMeta: Codable, Sendable, Equatable {
     public var maxTimestamp: Int64?
     /// Who created the segment (diagnostics).
     public var writer: String = ""
+    /// QuorumBuffer: the LogStore nodes (`host:port`) that hold the segment's blocks until they are in object
+    /// storage; nil for MemoryBuffer segments.
+    public var quorum: [String]?
 }
 
 /// A decoded value with the modRevision it was read at (the CAS guard for the next change).

@@ -37,4 +37,11 @@ protocol SegmentStore: Sendable {
     func deleteAll() async throws
     /// The writer is done with the segment (close files); reading still works.
     func release() async
+    /// True when the writer should complete this segment and continue in a new one (a replica was lost and a
+    /// replacement is available). Called on the writer's loop.
+    func shouldRoll() -> Bool
+}
+
+extension SegmentStore {
+    func shouldRoll() -> Bool { false }
 }

@@ -19,6 +19,9 @@ public final class WoodpeckerClient: Sendable {
     public let objectPrefix: String
     /// When set, segments are `data.log` files under this directory (local mode) instead of objects in `store`.
     public let segmentFilesRoot: String?
+    /// QuorumBuffer mode when set: blocks go to LogStore nodes, which upload them to `store`.
+    public let quorum: QuorumSettings?
+    let pool: LogStorePool?
     let keys: MetaKeys
     /// Identifies this process in segment metadata (diagnostics only).
     let writerName: String
@@ -33,8 +36,25 @@ public final class WoodpeckerClient: Sendable {
 
     /// A client in local mode: each segment is one `data.log` under `segmentFilesRoot` (one fdatasync per block).
     /// `store` is still used for anything stored as objects (none today besides segments).
-    public init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
+    public convenience init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
                 metadataRoot: String = "woodpecker", objectPrefix: String = "", segmentFilesRoot: String?) {
+        self.init(loop: loop, store: store, metadata: metadata, config: config, metadataRoot: metadataRoot,
+                  objectPrefix: objectPrefix, segmentFilesRoot: segmentFilesRoot, quorum: nil)
+    }
+
+    /// A client in QuorumBuffer mode: each block is acknowledged once `quorum.ackQuorum` LogStore nodes hold it;
+    /// the nodes upload it to `store` (segments then read as objects, as in MemoryBuffer mode).
+    public convenience init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
+                            metadataRoot: String = "woodpecker", objectPrefix: String = "", quorum: QuorumSettings) throws {
+        try quorum.validate()
+        self.init(loop: loop, store: store, metadata: metadata, config: config, metadataRoot: metadataRoot,
+                  objectPrefix: objectPrefix, segmentFilesRoot: nil, quorum: quorum)
+    }
+
+    private init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig,
+                 metadataRoot: String, objectPrefix: String, segmentFilesRoot: String?, quorum: QuorumSettings?) {
+        self.quorum = quorum
+        self.pool = quorum.map { LogStorePool(loop: loop, settings: $0) }
         self.segmentFilesRoot = segmentFilesRoot
         self.loop = loop
         self.store = store
@@ -70,6 +90,11 @@ public final class WoodpeckerClient: Sendable {
             // The id counter moved under us: another log was created concurrently. Retry.
         }
         throw WoodpeckerError(.revisionConflict, "creating log \(name) kept racing with other creations; retry")
+    }
+
+    /// Closes the connections to LogStore nodes (QuorumBuffer mode). Logs must not be used afterwards.
+    public func closeNodes() async {
+        await pool?.close()
     }
 
     /// Opens an existing log; `.logNotFound` if there is none by that name.
