@@ -5,7 +5,7 @@ struct WoodpeckerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "woodpecker",
         abstract: "Woodpecker: a zero-disk write-ahead log on object storage, with a Kafka-protocol broker.",
-        subcommands: [BrokerCommand.self, WALCommand.self, BenchCommand.self])
+        subcommands: [BrokerCommand.self, WALCommand.self, BenchCommand.self, LogStoreCommand.self])
 }
 
 struct WALCommand: AsyncParsableCommand {

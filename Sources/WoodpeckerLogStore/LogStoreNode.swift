@@ -1,0 +1,594 @@
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerStorage
+
+/// Bounds and switches of a `LogStoreNode`.
+public struct LogStoreNodeOptions: Sendable {
+    /// Bytes of held blocks (in memory) beyond which appends fail with `.bufferFull`.
+    public var maxBufferedBytes = 256 * 1024 * 1024
+    /// An append of block n is refused unless `n <= uploadedThrough + maxWindowBlocks`.
+    public var maxWindowBlocks: Int32 = 4096
+    /// fdatasync every data-file append before replying (machine-crash durability on this node alone).
+    public var syncWrites = false
+    /// Block uploads in flight per segment.
+    public var maxParallelUploadsPerSegment = 4
+    /// Backoff between upload retries after a retryable store error, and between checks for a block this node
+    /// does not hold: doubles from the first value up to the second.
+    public var retryBackoffMs: (first: UInt64, max: UInt64) = (50, 2_000)
+    /// How long `complete` waits for uploads before failing with `.timeout`.
+    public var completeTimeoutMs: UInt64 = 60_000
+    /// Fenced, empty records kept for completed segments (oldest dropped first).
+    public var maxTombstones = 100_000
+    /// Largest request frame; a larger one closes its connection.
+    public var maxRequestBytes = Limits.maxRequestSizeBytes
+    /// Request bytes being processed per connection before it stops reading.
+    public var maxInFlightBytesPerConnection = 64 * 1024 * 1024
+
+    public init() {}
+}
+
+/// A LogStore node of QuorumBuffer mode: holds the segment blocks writers send it (in memory, and in an append-only
+/// file per segment when it has a data directory), uploads blocks a writer confirmed to object storage at
+/// `SegmentRef.blockKey(n)` (put-if-absent), and drops them once durable there.
+///
+/// Guarantees:
+/// - an append is answered ok only once the node holds the block (decoded and CRC-verified; written to its data file
+///   when there is a data directory, so a killed process restarted on the same directory still holds it);
+/// - a block is never replaced by different bytes; a fenced segment accepts no append;
+/// - blocks are uploaded only when confirmed (`n <= confirmedThrough`), and dropped only once 0...n are durable;
+/// - memory is bounded by `maxBufferedBytes` (plus requests in flight, bounded per connection).
+/// All state lives on `loop` (the actor's executor). Machine-crash durability comes from the quorum (2 of 3 nodes)
+/// or from `syncWrites`.
+public actor LogStoreNode {
+    public nonisolated let loop: EventLoop
+    public nonisolated let store: any ObjectStore
+    public nonisolated let dataDirectory: String?
+    public nonisolated let options: LogStoreNodeOptions
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    /// Random per process start (reported by `health`).
+    public nonisolated let incarnation = UInt64.random(in: 1...UInt64.max)
+
+    private var segments: [SegmentRef: SegmentState] = [:]
+    private var tombstones: [SegmentRef] = []
+    private var tombstoneHead = 0
+    private var server: TCPServer?
+    /// Bytes of held blocks.
+    public private(set) var bufferedBytes = 0
+    /// Blocks this process uploaded (or found already durable) since start.
+    public private(set) var uploadedBlocks: Int64 = 0
+    private var stopping = false
+    private var activeTasks = 0
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// `dataDirectory` nil: an in-memory node that forgets everything when it stops.
+    public init(loop: EventLoop, store: any ObjectStore, dataDirectory: String?, options: LogStoreNodeOptions = LogStoreNodeOptions()) {
+        self.loop = loop
+        self.store = store
+        self.dataDirectory = dataDirectory
+        self.options = options
+    }
+
+    /// The bound port, 0 before `start`.
+    public var port: Int { server?.port ?? 0 }
+
+    /// Reloads the data directory (if any), resumes uploads and starts listening. Fails naming the directory or the
+    /// address.
+    public func start(host: String, port: Int) async throws {
+        precondition(server == nil, "LogStoreNode.start called twice")
+        if let dir = dataDirectory {
+            let (loaded, skipped) = try await loop.runBlocking { try SegmentFiles.loadAll(dir) }
+            for path in skipped { Diagnostics.warn("logstore: \(path) has no valid header record; ignored") }
+            for l in loaded { restore(l) }
+        }
+        var serverOptions = TCPServerOptions()
+        serverOptions.connection.maxUnreadBytes = options.maxRequestBytes + 64 * 1024
+        server = try await TCPServer.bind(loop: loop, host: host, port: port, options: serverOptions) { [self] conn in
+            LogStoreServerConnection(node: self, maxFrameBytes: options.maxRequestBytes,
+                                     maxInFlightBytes: options.maxInFlightBytesPerConnection)
+        }
+        for ref in segments.keys { pump(ref) }
+    }
+
+    /// Closes the listener and every connection, then waits until uploads and file writes have stopped. Blocks not
+    /// yet uploaded stay in the data directory (if any) for the next start.
+    public func stop() async {
+        stopping = true
+        if let s = server { await s.close() }
+        server = nil
+        while activeTasks > 0 {
+            await withCheckedContinuation { idleWaiters.append($0) }
+        }
+    }
+
+    public func health() -> NodeHealth {
+        NodeHealth(incarnation: incarnation, bufferedBytes: bufferedBytes, maxBufferedBytes: options.maxBufferedBytes,
+                   segments: segments.count, uploadedBlocks: uploadedBlocks, hasDataDirectory: dataDirectory != nil)
+    }
+
+    // MARK: dispatch
+
+    /// Executes one decoded request.
+    func execute(_ request: LogStoreRequest) async -> Result<LogStoreResult, WoodpeckerError> {
+        do {
+            switch request {
+            case let .append(ref, n, bytes, confirmed):
+                try await append(ref, block: n, bytes: bytes, confirmedThrough: confirmed)
+                return .success(.done)
+            case let .updateConfirmed(ref, through):
+                updateConfirmed(ref, through: through)
+                return .success(.done)
+            case let .fence(ref): return .success(.status(try await fence(ref)))
+            case let .status(ref): return .success(.status(status(ref)))
+            case let .readBlock(ref, n): return .success(.block(readBlock(ref, number: n)))
+            case let .complete(ref, last):
+                try await complete(ref, lastBlock: last)
+                return .success(.done)
+            case .health: return .success(.health(health()))
+            }
+        } catch let e as WoodpeckerError {
+            return .failure(e)
+        } catch {
+            return .failure(WoodpeckerError(.internalError, "\(error)"))
+        }
+    }
+
+    // MARK: operations
+
+    /// See `LogStoreNodeClient.append`.
+    public func append(_ ref: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32) async throws {
+        let info = try SegmentCodec.decodeBlock(bytes).info
+        guard info.blockNumber == n, n >= 0 else {
+            throw WoodpeckerError(.invalidArgument, "append to \(ref): block \(n) carries block number \(info.blockNumber)")
+        }
+        let seg = segment(ref, create: true)!
+        if seg.fenced { throw fencedError(ref) }
+        seg.known = true
+        seg.confirmedThrough = max(seg.confirmedThrough, confirmedThrough)
+        defer { pump(ref) }
+        if n <= seg.uploadedThrough { return }
+        if let held = seg.blocks[n] {
+            guard held.bytes == bytes else {
+                throw WoodpeckerError(.segmentStateInvalid, "append to \(ref): block \(n) is already held with different bytes")
+            }
+            // The first append of these bytes may still be writing them: answer after it.
+            try await seg.fileQueue.barrier()
+            return
+        }
+        guard Int64(n) <= Int64(seg.uploadedThrough) + Int64(options.maxWindowBlocks) else {
+            throw WoodpeckerError(.invalidArgument,
+                                  "append to \(ref): block \(n) is outside the buffer window (uploaded through \(seg.uploadedThrough), window \(options.maxWindowBlocks) blocks)")
+        }
+        guard bufferedBytes + bytes.readableBytes <= options.maxBufferedBytes else {
+            throw WoodpeckerError(.bufferFull,
+                                  "append to \(ref): node holds \(bufferedBytes) bytes, block \(n) of \(bytes.readableBytes) bytes exceeds the bound of \(options.maxBufferedBytes); retry once uploads drain")
+        }
+        // A private copy: the request's bytes share the connection's receive buffer.
+        let own = ByteBuffer(bytes: bytes.readableBytesArray)
+        seg.blocks[n] = Held(bytes: own, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
+                                                          lastEntryId: info.lastEntryId, size: own.readableBytes))
+        bufferedBytes += own.readableBytes
+        if dataDirectory != nil {
+            do {
+                try await persist(seg, [.block(n, confirmedThrough: seg.confirmedThrough, bytes: own)])
+            } catch {
+                if let h = seg.blocks[n], h.bytes == own, !seg.inFlight.contains(n), !seg.durable.contains(n) {
+                    seg.blocks[n] = nil
+                    bufferedBytes -= own.readableBytes
+                }
+                throw error
+            }
+        }
+    }
+
+    /// See `LogStoreNodeClient.updateConfirmed`. A segment the node does not know is left unknown.
+    public func updateConfirmed(_ ref: SegmentRef, through: Int32) {
+        guard let seg = segment(ref, create: false) else { return }
+        seg.confirmedThrough = max(seg.confirmedThrough, through)
+        pump(ref)
+    }
+
+    /// See `LogStoreNodeClient.fence`. An unknown segment gets a fenced, empty record (persisted with a data
+    /// directory) and is reported `known: false`.
+    public func fence(_ ref: SegmentRef) async throws -> SegmentStatus {
+        let seg = segment(ref, create: true)!
+        if !seg.fenced {
+            seg.fenced = true
+            if dataDirectory != nil { try await persist(seg, [.fence]) }
+        }
+        return seg.status
+    }
+
+    public func status(_ ref: SegmentRef) -> SegmentStatus {
+        segment(ref, create: false)?.status
+            ?? SegmentStatus(known: false, fenced: false, blocks: [], uploadedThrough: -1, confirmedThrough: -1)
+    }
+
+    public func readBlock(_ ref: SegmentRef, number n: Int32) -> ByteBuffer? {
+        segment(ref, create: false)?.blocks[n]?.bytes
+    }
+
+    /// See `LogStoreNodeClient.complete`.
+    public func complete(_ ref: SegmentRef, lastBlock: Int32) async throws {
+        let seg = segment(ref, create: true)!
+        if let done = seg.completedThrough, done >= lastBlock { return }
+        if !seg.fenced {
+            seg.fenced = true
+            if dataDirectory != nil { try await persist(seg, [.fence]) }
+        }
+        seg.confirmedThrough = max(seg.confirmedThrough, lastBlock)
+        if let reason = seg.stopReason { throw reason }
+        try await checkMissing(seg, through: lastBlock)
+        pump(ref)
+        if seg.uploadedThrough < lastBlock {
+            try await waitUploaded(seg, through: lastBlock)
+        }
+        // 0...lastBlock are durable: drop everything, keep a fenced tombstone.
+        seg.completedThrough = lastBlock
+        for (_, h) in seg.blocks { bufferedBytes -= h.bytes.readableBytes }
+        seg.blocks.removeAll()
+        if dataDirectory != nil {
+            let records: [SegmentFileRecord] = [.header(ref), .fence, .completed(lastBlock)]
+            try await replaceFile(seg, records)
+        }
+        addTombstone(ref)
+    }
+
+    // MARK: segment state
+
+    private func segment(_ ref: SegmentRef, create: Bool) -> SegmentState? {
+        if let s = segments[ref] { return s }
+        guard create else { return nil }
+        let s = SegmentState(ref: ref, path: dataDirectory.map { $0 + "/" + SegmentFiles.fileName(ref) }, loop: loop)
+        segments[ref] = s
+        return s
+    }
+
+    private func restore(_ l: LoadedSegment) {
+        let s = SegmentState(ref: l.ref, path: l.path, loop: loop)
+        s.known = !l.blocks.isEmpty || l.uploadedThrough >= 0 || l.completedThrough != nil
+        s.fenced = l.fenced
+        s.uploadedThrough = l.uploadedThrough
+        s.confirmedThrough = l.confirmedThrough
+        s.completedThrough = l.completedThrough
+        s.fileExists = true
+        for (n, bytes) in l.blocks {
+            // Verified by the loader.
+            guard let info = try? SegmentCodec.decodeBlock(bytes).info else { continue }
+            s.blocks[n] = Held(bytes: bytes, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
+                                                              lastEntryId: info.lastEntryId, size: bytes.readableBytes))
+            bufferedBytes += bytes.readableBytes
+        }
+        segments[l.ref] = s
+        if l.completedThrough != nil { addTombstone(l.ref) }
+        if l.truncatedBytes > 0 {
+            Diagnostics.warn("logstore: cut \(l.truncatedBytes) torn bytes off the end of \(l.path)")
+        }
+    }
+
+    private func fencedError(_ ref: SegmentRef) -> WoodpeckerError {
+        WoodpeckerError(.segmentFenced, "append to \(ref): the segment is fenced on this node; a newer writer took over")
+    }
+
+    private func addTombstone(_ ref: SegmentRef) {
+        tombstones.append(ref)
+        while tombstones.count - tombstoneHead > options.maxTombstones {
+            let old = tombstones[tombstoneHead]
+            tombstoneHead += 1
+            if let s = segments[old], s.completedThrough != nil {
+                segments[old] = nil
+                if let path = s.path { enqueueFile(s) { try SegmentFiles.remove(path) } }
+            }
+        }
+        if tombstoneHead > 1024 && tombstoneHead * 2 > tombstones.count {
+            tombstones.removeFirst(tombstoneHead)
+            tombstoneHead = 0
+        }
+    }
+
+    // MARK: files
+
+    /// Appends records to the segment's file, after every earlier file operation of the segment.
+    private func persist(_ seg: SegmentState, _ records: [SegmentFileRecord]) async throws {
+        guard let path = seg.path else { return }
+        var all = records
+        if !seg.fileExists {
+            all.insert(.header(seg.ref), at: 0)
+            seg.fileExists = true
+        }
+        let data = SegmentFiles.encode(all)
+        let sync = options.syncWrites
+        try await runFileOp(seg) { try SegmentFiles.append(path, data, sync: sync) }
+    }
+
+    private func replaceFile(_ seg: SegmentState, _ records: [SegmentFileRecord]) async throws {
+        guard let path = seg.path else { return }
+        seg.fileExists = true
+        let data = SegmentFiles.encode(records)
+        let sync = options.syncWrites
+        try await runFileOp(seg) { try SegmentFiles.replace(path, data, sync: sync) }
+    }
+
+    private func runFileOp(_ seg: SegmentState, _ work: @escaping @Sendable () throws -> Void) async throws {
+        let loop = loop
+        activeTasks += 1
+        defer { taskEnded() }
+        try await seg.fileQueue.run { try await loop.runBlocking(work) }
+    }
+
+    /// Fire-and-forget file work in the segment's order; failures are logged (the next start replays the file).
+    private func enqueueFile(_ seg: SegmentState, _ work: @escaping @Sendable () throws -> Void) {
+        activeTasks += 1
+        Task(executorPreference: loop) {
+            do {
+                try await self.runFileOpDetached(seg.fileQueue, work)
+            } catch {
+                Diagnostics.error("logstore: file update of \(seg.ref): \(error)")
+            }
+            await self.taskEnded()
+        }
+    }
+
+    private func runFileOpDetached(_ queue: FileQueue, _ work: @escaping @Sendable () throws -> Void) async throws {
+        let loop = loop
+        try await queue.run { try await loop.runBlocking(work) }
+    }
+
+    private func taskEnded() {
+        activeTasks -= 1
+        if activeTasks == 0 {
+            let w = idleWaiters
+            idleWaiters.removeAll()
+            for c in w { c.resume() }
+        }
+    }
+
+    // MARK: uploads
+
+    /// Starts uploads (or existence checks, for blocks this node does not hold) of confirmed blocks after
+    /// `uploadedThrough`, at most `maxParallelUploadsPerSegment` at a time, in block order.
+    private func pump(_ ref: SegmentRef) {
+        guard !stopping, let seg = segments[ref], seg.stopReason == nil, seg.completedThrough == nil else { return }
+        var n = seg.uploadedThrough + 1
+        while n <= seg.confirmedThrough && seg.inFlight.count < options.maxParallelUploadsPerSegment {
+            if !seg.inFlight.contains(n) && !seg.durable.contains(n) {
+                seg.inFlight.insert(n)
+                activeTasks += 1
+                let block = n
+                Task(executorPreference: loop) { await self.transfer(ref, block) }
+            }
+            if n == Int32.max { break }
+            n += 1
+        }
+    }
+
+    private enum TransferOutcome { case durable, fenceObject, conflict(String), missing, failed(WoodpeckerError) }
+
+    /// Uploads (or confirms the existence of) one block, retrying retryable failures with backoff until the node
+    /// stops.
+    private func transfer(_ ref: SegmentRef, _ n: Int32) async {
+        defer { taskEnded() }
+        var backoff = options.retryBackoffMs.first
+        while true {
+            guard !stopping, let seg = segments[ref], seg.stopReason == nil else { break }
+            let key = ref.blockKey(n)
+            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes)
+            guard let seg = segments[ref] else { return }
+            switch outcome {
+            case .durable:
+                seg.inFlight.remove(n)
+                seg.durable.insert(n)
+                uploadedBlocks += 1
+                await advance(seg)
+                pump(ref)
+                return
+            case .fenceObject:
+                Diagnostics.warn("logstore: \(ref) is fenced in object storage (fence object at \(key)); uploads stopped")
+                seg.fenced = true
+                seg.stopReason = WoodpeckerError(.segmentFenced, "\(ref): a fence object stands at \(key); the segment was taken over")
+                seg.inFlight.remove(n)
+                seg.wakeWaiters()
+                if dataDirectory != nil { try? await persist(seg, [.fence]) }  // best effort: storage holds the fence anyway
+                return
+            case let .conflict(what):
+                Diagnostics.error("logstore: \(key) holds \(what) than block \(n) held here; uploads of \(ref) stopped")
+                seg.stopReason = WoodpeckerError(.segmentStateInvalid, "\(key) holds \(what) than the block this node holds")
+                seg.inFlight.remove(n)
+                seg.wakeWaiters()
+                return
+            case .missing:
+                break  // another node has not uploaded it yet: check again after the backoff
+            case let .failed(e):
+                guard e.isRetryable else {
+                    Diagnostics.error("logstore: upload of \(key): \(e); uploads of \(ref) stopped")
+                    seg.stopReason = e
+                    seg.inFlight.remove(n)
+                    seg.wakeWaiters()
+                    return
+                }
+                Diagnostics.debug("logstore: upload of \(key): \(e); retrying in \(backoff) ms")
+            }
+            await loop.sleep(ms: backoff)
+            backoff = min(backoff * 2, options.retryBackoffMs.max)
+        }
+        segments[ref]?.inFlight.remove(n)
+    }
+
+    private func attempt(key: String, bytes: ByteBuffer?) async -> TransferOutcome {
+        do {
+            if let bytes {
+                do {
+                    try await store.putIfAbsent(key, bytes)
+                    return .durable
+                } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
+                    let existing = try await store.get(key)
+                    if existing == bytes { return .durable }
+                    if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
+                    return .conflict("\(existing.readableBytes) other bytes")
+                }
+            }
+            guard let info = try await store.head(key) else { return .missing }
+            if info.size == 1 {
+                let existing = try await store.get(key)
+                if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
+            }
+            return .durable
+        } catch let e as WoodpeckerError {
+            return .failed(e)
+        } catch {
+            return .failed(WoodpeckerError(.internalError, "\(key): \(error)"))
+        }
+    }
+
+    /// Moves `uploadedThrough` over the contiguous durable run and drops those blocks (and the data file once the
+    /// segment holds nothing).
+    private func advance(_ seg: SegmentState) async {
+        let before = seg.uploadedThrough
+        while seg.durable.remove(seg.uploadedThrough + 1) != nil {
+            seg.uploadedThrough += 1
+            if let h = seg.blocks.removeValue(forKey: seg.uploadedThrough) { bufferedBytes -= h.bytes.readableBytes }
+        }
+        guard seg.uploadedThrough > before else { return }
+        seg.wakeWaiters()
+        guard let path = seg.path, seg.completedThrough == nil else { return }
+        let through = seg.uploadedThrough
+        if seg.blocks.isEmpty {
+            // Nothing held: shrink the file to what must survive a restart (the fence and the durable point).
+            var records: [SegmentFileRecord] = [.header(seg.ref), .uploaded(through)]
+            if seg.fenced { records.insert(.fence, at: 1) }
+            let data = SegmentFiles.encode(records)
+            let sync = options.syncWrites
+            seg.fileExists = true
+            enqueueFile(seg) { try SegmentFiles.replace(path, data, sync: sync) }
+        } else if seg.fileExists {
+            let data = SegmentFiles.encode([.uploaded(through)])
+            enqueueFile(seg) { try SegmentFiles.append(path, data, sync: false) }
+        }
+    }
+
+    /// Marks durable every block in `uploadedThrough+1...last` this node does not hold and object storage has;
+    /// fails with `.objectNotFound` naming the first that is in neither.
+    private func checkMissing(_ seg: SegmentState, through last: Int32) async throws {
+        guard seg.uploadedThrough < last else { return }
+        var n = seg.uploadedThrough + 1
+        while n <= last {
+            if seg.blocks[n] == nil && !seg.durable.contains(n) && !seg.inFlight.contains(n) {
+                let key = seg.ref.blockKey(n)
+                switch await attempt(key: key, bytes: nil) {
+                case .durable: seg.durable.insert(n)
+                case .missing, .fenceObject, .conflict:
+                    throw WoodpeckerError(.objectNotFound,
+                                          "complete of \(seg.ref) through block \(last): block \(n) is neither held by this node nor in object storage at \(key)")
+                case let .failed(e): throw e
+                }
+            }
+            n += 1
+        }
+        await advance(seg)
+    }
+
+    private func waitUploaded(_ seg: SegmentState, through last: Int32) async throws {
+        let timeoutMs = options.completeTimeoutMs
+        let id = seg.nextWaiterId
+        seg.nextWaiterId += 1
+        loop.schedule(afterMs: timeoutMs) { [weak self] in
+            guard let self else { return }
+            self.assumeIsolated { node in
+                node.segments[seg.ref]?.resumeWaiter(id, .failure(WoodpeckerError(
+                    .timeout, "complete of \(seg.ref) through block \(last): not durable within \(timeoutMs) ms")))
+            }
+        }
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            seg.waiters.append(UploadWaiter(id: id, through: last, continuation: c))
+            seg.wakeWaiters()
+        }
+    }
+}
+
+// MARK: - per-segment state
+
+struct Held {
+    var bytes: ByteBuffer
+    var info: HeldBlock
+}
+
+struct UploadWaiter {
+    var id: UInt64
+    var through: Int32
+    var continuation: CheckedContinuation<Void, any Error>
+}
+
+/// One segment's state on a node. Touched only on the node's loop (inside the actor).
+final class SegmentState: @unchecked Sendable {
+    let ref: SegmentRef
+    /// The data file, nil without a data directory.
+    let path: String?
+    var fileExists = false
+    var known = false
+    var blocks: [Int32: Held] = [:]
+    var fenced = false
+    var confirmedThrough: Int32 = -1
+    var uploadedThrough: Int32 = -1
+    var completedThrough: Int32?
+    /// Uploaded (or found durable) but not yet contiguous with `uploadedThrough`.
+    var durable: Set<Int32> = []
+    var inFlight: Set<Int32> = []
+    /// Set when uploads of the segment stopped for good (fence object, conflicting object, non-retryable error).
+    var stopReason: WoodpeckerError?
+    var waiters: [UploadWaiter] = []
+    var nextWaiterId: UInt64 = 0
+    let fileQueue: FileQueue
+
+    init(ref: SegmentRef, path: String?, loop: EventLoop) {
+        self.ref = ref
+        self.path = path
+        fileQueue = FileQueue(loop: loop)
+    }
+
+    var status: SegmentStatus {
+        let held = blocks.values.map(\.info).sorted { $0.blockNumber < $1.blockNumber }
+        return SegmentStatus(known: known || completedThrough != nil, fenced: fenced, blocks: held,
+                             uploadedThrough: uploadedThrough, confirmedThrough: confirmedThrough)
+    }
+
+    func wakeWaiters() {
+        for w in waiters where w.through <= uploadedThrough || stopReason != nil {
+            resumeWaiter(w.id, stopReason.map { .failure($0) } ?? .success(()))
+        }
+    }
+
+    func resumeWaiter(_ id: UInt64, _ result: Result<Void, WoodpeckerError>) {
+        guard let i = waiters.firstIndex(where: { $0.id == id }) else { return }
+        let w = waiters.remove(at: i)
+        w.continuation.resume(with: result.mapError { $0 as any Error })
+    }
+}
+
+/// Runs async operations one after another in submission order (a segment's file writes). Loop-thread only.
+final class FileQueue: @unchecked Sendable {
+    let loop: EventLoop
+    private var tail: Task<Void, Never>?
+
+    init(loop: EventLoop) { self.loop = loop }
+
+    /// Runs `op` after every operation submitted before it; returns its result.
+    func run(_ op: @escaping @Sendable () async throws -> Void) async throws {
+        let previous = tail
+        let result = ResultSlot()
+        let task = Task<Void, Never>(executorPreference: loop) {
+            await previous?.value
+            do { try await op() } catch { result.error = error }
+        }
+        tail = task
+        await task.value
+        if let e = result.error { throw e }
+    }
+
+    /// Returns once every operation submitted so far has finished.
+    func barrier() async throws {
+        await tail?.value
+    }
+}
+
+private final class ResultSlot: @unchecked Sendable {
+    var error: (any Error)?
+}

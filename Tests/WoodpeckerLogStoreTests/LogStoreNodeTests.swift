@@ -1,0 +1,288 @@
+import Testing
+import WoodpeckerCore
+import WoodpeckerIO
+import WoodpeckerStorage
+@testable import WoodpeckerLogStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func temporaryDirectory() throws -> String {
+    var template = Array("/tmp/logstore-test-XXXXXX".utf8CString)
+    guard let p = mkdtemp(&template) else { throw WoodpeckerError(.ioFailure, "mkdtemp failed") }
+    return String(cString: p)
+}
+
+/// Polls `cond` every 10 ms for at most `timeoutMs`.
+func eventually(timeoutMs: UInt64 = 5_000, _ cond: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Clock.monotonicMillis() + timeoutMs
+    while Clock.monotonicMillis() < deadline {
+        if try await cond() { return true }
+        try? await Task.sleep(nanoseconds: 10_000_000)
+    }
+    return try await cond()
+}
+
+/// A running node on 127.0.0.1 (port 0) over a LocalFileStore in a temporary directory, and a client of it.
+struct Fixture {
+    let loop: EventLoop
+    let root: String
+    let store: LocalFileStore
+    let node: LogStoreNode
+    let client: LogStoreClient
+
+    static func start(dataDir: Bool = false, options: LogStoreNodeOptions = LogStoreNodeOptions(),
+                      timeoutMs: UInt64 = 5_000) async throws -> Fixture {
+        let loop = EventLoop(name: "logstore-test")
+        let root = try temporaryDirectory()
+        let store = LocalFileStore(root: root + "/objects", loop: loop)
+        let node = LogStoreNode(loop: loop, store: store, dataDirectory: dataDir ? root + "/data" : nil, options: options)
+        try await node.start(host: "127.0.0.1", port: 0)
+        let port = await node.port
+        let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(port)", requestTimeoutMs: timeoutMs)
+        return Fixture(loop: loop, root: root, store: store, node: node, client: client)
+    }
+
+    func stop() async {
+        await client.close()
+        await node.stop()
+    }
+}
+
+func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
+                 sourceLocation: SourceLocation = #_sourceLocation) async {
+    do {
+        try await body()
+        Issue.record("expected \(code), got success", sourceLocation: sourceLocation)
+    } catch let e as WoodpeckerError {
+        #expect(e.code == code, "\(e)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+@Suite(.timeLimit(.minutes(1))) struct LogStoreNodeTests {
+    let ref = SegmentRef(objectPrefix: "wal/", logId: 1, segmentId: 2)
+
+    @Test func appendThenStatusAndReadBlock() async throws {
+        let f = try await Fixture.start()
+        let b0 = makeBlock(0, firstEntryId: 0, count: 3)
+        let b1 = makeBlock(1, firstEntryId: 3, count: 2)
+        try await f.client.append(ref, block: 0, bytes: b0, confirmedThrough: -1)
+        try await f.client.append(ref, block: 1, bytes: b1, confirmedThrough: -1)
+        let s = try await f.client.status(ref)
+        #expect(s.known && !s.fenced)
+        #expect(s.blocks == [HeldBlock(blockNumber: 0, firstEntryId: 0, lastEntryId: 2, size: b0.readableBytes),
+                             HeldBlock(blockNumber: 1, firstEntryId: 3, lastEntryId: 4, size: b1.readableBytes)])
+        #expect(s.uploadedThrough == -1 && s.confirmedThrough == -1)
+        #expect(try await f.client.readBlock(ref, number: 1) == b1)
+        #expect(try await f.client.readBlock(ref, number: 2) == nil)
+        let h = try await f.client.health()
+        #expect(h.bufferedBytes == b0.readableBytes + b1.readableBytes)
+        #expect(h.segments == 1 && !h.hasDataDirectory)
+        let unknown = try await f.client.status(SegmentRef(objectPrefix: "wal/", logId: 9, segmentId: 9))
+        #expect(!unknown.known)
+        // A block whose number does not match, and one with a bad CRC.
+        await expectError(.invalidArgument) { try await f.client.append(ref, block: 5, bytes: makeBlock(4), confirmedThrough: -1) }
+        var bad = makeBlock(2).readableBytesArray
+        bad[bad.count - 1] ^= 0xff
+        await expectError(.corrupted) { try await f.client.append(ref, block: 2, bytes: ByteBuffer(bytes: bad), confirmedThrough: -1) }
+        await expectError(.invalidArgument) { try await f.client.append(ref, block: 5000, bytes: makeBlock(5000), confirmedThrough: -1) }
+        await f.stop()
+    }
+
+    @Test func reAppendIsIdempotentAndConflictingBytesAreRefused() async throws {
+        let f = try await Fixture.start(dataDir: true)
+        let b0 = makeBlock(0)
+        try await f.client.append(ref, block: 0, bytes: b0, confirmedThrough: -1)
+        try await f.client.append(ref, block: 0, bytes: b0, confirmedThrough: -1)
+        await expectError(.segmentStateInvalid) {
+            try await f.client.append(ref, block: 0, bytes: makeBlock(0, fill: 9), confirmedThrough: -1)
+        }
+        #expect(try await f.client.readBlock(ref, number: 0) == b0)
+        #expect(try await f.client.health().bufferedBytes == b0.readableBytes)
+        await f.stop()
+    }
+
+    @Test func fencedSegmentRefusesAppends() async throws {
+        let f = try await Fixture.start()
+        try await f.client.append(ref, block: 0, bytes: makeBlock(0), confirmedThrough: -1)
+        let s = try await f.client.fence(ref)
+        #expect(s.known && s.fenced && s.blocks.count == 1)
+        await expectError(.segmentFenced) { try await f.client.append(ref, block: 1, bytes: makeBlock(1), confirmedThrough: -1) }
+        // Fencing a segment the node never saw: reported unknown, and a late append from the old writer is refused.
+        let other = SegmentRef(objectPrefix: "wal/", logId: 1, segmentId: 3)
+        let u = try await f.client.fence(other)
+        #expect(!u.known && u.fenced && u.blocks.isEmpty)
+        await expectError(.segmentFenced) { try await f.client.append(other, block: 0, bytes: makeBlock(0), confirmedThrough: -1) }
+        await f.stop()
+    }
+
+    @Test func confirmedBlocksAreUploadedExactlyAndDropped() async throws {
+        let f = try await Fixture.start(dataDir: true)
+        let blocks = (0..<6).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3, fill: UInt8($0)) }
+        for (n, b) in blocks.enumerated() {
+            try await f.client.append(ref, block: Int32(n), bytes: b, confirmedThrough: -1)
+        }
+        #expect(try await f.store.head(ref.blockKey(0)) == nil)  // nothing confirmed: nothing uploaded
+        try await f.client.updateConfirmed(ref, through: 3)
+        #expect(try await eventually { try await f.client.status(ref).uploadedThrough == 3 })
+        for n in 0...3 { #expect(try await f.store.get(ref.blockKey(Int32(n))) == blocks[n]) }
+        #expect(try await f.store.head(ref.blockKey(4)) == nil)
+        #expect(try await f.client.status(ref).blocks.map(\.blockNumber) == [4, 5])
+        // The last confirmation rides on an append.
+        let b6 = makeBlock(6, firstEntryId: 18)
+        try await f.client.append(ref, block: 6, bytes: b6, confirmedThrough: 6)
+        #expect(try await eventually { try await f.client.health().bufferedBytes == 0 })
+        #expect(try await f.store.get(ref.blockKey(6)) == b6)
+        // Appending an already durable block is a no-op success.
+        try await f.client.append(ref, block: 2, bytes: blocks[2], confirmedThrough: 6)
+        #expect(try await f.client.health().bufferedBytes == 0)
+        await f.stop()
+    }
+
+    @Test func fenceObjectInStorageStopsUploads() async throws {
+        let f = try await Fixture.start()
+        try await f.store.put(ref.blockKey(1), ByteBuffer(string: "F"))
+        for n: Int32 in 0...2 { try await f.client.append(ref, block: n, bytes: makeBlock(n), confirmedThrough: -1) }
+        try await f.client.updateConfirmed(ref, through: 2)
+        #expect(try await eventually { try await f.client.status(ref).fenced })
+        let s = try await f.client.status(ref)
+        #expect(s.uploadedThrough <= 0)
+        #expect(s.blocks.map(\.blockNumber).contains(1))
+        #expect(try await f.store.get(ref.blockKey(1)) == ByteBuffer(string: "F"))
+        await expectError(.segmentFenced) { try await f.client.append(ref, block: 3, bytes: makeBlock(3), confirmedThrough: 2) }
+        await f.stop()
+    }
+
+    @Test func completeMakesAllBlocksDurableOrNamesTheMissingOne() async throws {
+        let f = try await Fixture.start(dataDir: true)
+        let blocks = (0..<4).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3, fill: UInt8($0)) }
+        for n in [0, 1, 3] { try await f.client.append(ref, block: Int32(n), bytes: blocks[n], confirmedThrough: -1) }
+        do {
+            try await f.client.complete(ref, lastBlock: 3)
+            Issue.record("complete succeeded with block 2 missing")
+        } catch let e as WoodpeckerError {
+            #expect(e.code == .objectNotFound)
+            #expect(e.message.contains("block 2"))
+        }
+        // Another node uploaded block 2.
+        try await f.store.putIfAbsent(ref.blockKey(2), blocks[2])
+        try await f.client.complete(ref, lastBlock: 3)
+        for n in 0..<4 { #expect(try await f.store.get(ref.blockKey(Int32(n))) == blocks[n]) }
+        let s = try await f.client.status(ref)
+        #expect(s.fenced && s.blocks.isEmpty && s.uploadedThrough == 3)
+        #expect(try await f.client.health().bufferedBytes == 0)
+        await expectError(.segmentFenced) { try await f.client.append(ref, block: 4, bytes: makeBlock(4), confirmedThrough: 3) }
+        await f.stop()
+    }
+
+    @Test func appendsBeyondTheMemoryBoundAreRefused() async throws {
+        var options = LogStoreNodeOptions()
+        let size = makeBlock(0).readableBytes
+        options.maxBufferedBytes = 2 * size
+        let f = try await Fixture.start(options: options)
+        try await f.client.append(ref, block: 0, bytes: makeBlock(0), confirmedThrough: -1)
+        try await f.client.append(ref, block: 1, bytes: makeBlock(1), confirmedThrough: -1)
+        do {
+            try await f.client.append(ref, block: 2, bytes: makeBlock(2), confirmedThrough: -1)
+            Issue.record("append beyond the bound succeeded")
+        } catch let e as WoodpeckerError {
+            #expect(e.code == .bufferFull && e.isRetryable)
+        }
+        // Uploading frees room.
+        try await f.client.updateConfirmed(ref, through: 1)
+        #expect(try await eventually { try await f.client.health().bufferedBytes == 0 })
+        try await f.client.append(ref, block: 2, bytes: makeBlock(2), confirmedThrough: 1)
+        await f.stop()
+    }
+
+    @Test func unsupportedVersionIsAnsweredAndTheConnectionStaysUsable() async throws {
+        let f = try await Fixture.start()
+        let id = await f.client.reserveRequestId()
+        let frame = LogStoreWire.frame(opcode: LogStoreOpcode.health.rawValue, requestId: id, version: 9) { _ in }
+        await expectError(.unsupportedVersion) { _ = try await f.client.callRaw(frame, requestId: id, opcode: .health) }
+        // A malformed body is answered too.
+        let id2 = await f.client.reserveRequestId()
+        let bad = LogStoreWire.frame(opcode: LogStoreOpcode.fence.rawValue, requestId: id2) { $0.writeInteger(UInt8(1)) }
+        await expectError(.invalidArgument) { _ = try await f.client.callRaw(bad, requestId: id2, opcode: .fence) }
+        let h = try await f.client.health()
+        #expect(h.incarnation == f.node.incarnation)
+        await f.stop()
+    }
+
+    @Test func restartOnTheDataDirectoryKeepsBlocksAndFences() async throws {
+        let loop = EventLoop(name: "logstore-restart")
+        let root = try temporaryDirectory()
+        let store = LocalFileStore(root: root + "/objects", loop: loop)
+        let other = SegmentRef(objectPrefix: "other/", logId: 5, segmentId: 0)
+        let blocks = (0..<3).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3, fill: UInt8($0)) }
+        do {
+            let node = LogStoreNode(loop: loop, store: store, dataDirectory: root + "/data")
+            try await node.start(host: "127.0.0.1", port: 0)
+            let port = await node.port
+            let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(port)")
+            for n in 0..<3 { try await client.append(ref, block: Int32(n), bytes: blocks[n], confirmedThrough: -1) }
+            _ = try await client.fence(other)
+            await client.close()
+            await node.stop()
+        }
+        let node = LogStoreNode(loop: loop, store: store, dataDirectory: root + "/data")
+        try await node.start(host: "127.0.0.1", port: 0)
+        let port = await node.port
+        let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(port)")
+        let s = try await client.status(ref)
+        #expect(s.known && !s.fenced)
+        #expect(s.blocks.map(\.blockNumber) == [0, 1, 2])
+        for n in 0..<3 { #expect(try await client.readBlock(ref, number: Int32(n)) == blocks[n]) }
+        #expect(try await client.status(other).fenced)
+        await expectError(.segmentFenced) { try await client.append(other, block: 0, bytes: blocks[0], confirmedThrough: -1) }
+        // Uploads resume from what was reloaded.
+        try await client.updateConfirmed(ref, through: 2)
+        #expect(try await eventually { try await client.health().bufferedBytes == 0 })
+        for n in 0..<3 { #expect(try await store.get(ref.blockKey(Int32(n))) == blocks[n]) }
+        await client.close()
+        await node.stop()
+    }
+
+    @Test func clientReportsNodeUnavailableAndReconnects() async throws {
+        let f = try await Fixture.start()
+        let port = await f.node.port
+        let first = try await f.client.health()
+        await f.node.stop()
+        await expectError(.nodeUnavailable) { _ = try await f.client.health() }
+        let node2 = LogStoreNode(loop: f.loop, store: f.store, dataDirectory: nil)
+        try await node2.start(host: "127.0.0.1", port: port)
+        let second = try await f.client.health()
+        #expect(second.incarnation != first.incarnation)
+        await f.client.close()
+        await expectError(.clientClosed) { _ = try await f.client.health() }
+        await node2.stop()
+    }
+
+    @Test func requestTimesOutAgainstASilentServer() async throws {
+        let loop = EventLoop(name: "logstore-silent")
+        let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0) { _ in SilentHandler() }
+        let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(server.port)", requestTimeoutMs: 300)
+        let start = Clock.monotonicMillis()
+        do {
+            _ = try await client.health()
+            Issue.record("a silent server answered")
+        } catch let e as WoodpeckerError {
+            #expect(e.code == .timeout && e.isRetryable)
+        }
+        let elapsed = Clock.monotonicMillis() - start
+        #expect(elapsed >= 250 && elapsed < 3_000)
+        await client.close()
+        await server.close()
+    }
+}
+
+/// Reads and ignores every byte.
+final class SilentHandler: TCPConnectionHandler {
+    func connectionRead(_ connection: TCPConnection, _ data: inout ByteBuffer) {
+        data.readerIndex = data.writerIndex
+    }
+    func connectionClosed(_ connection: TCPConnection, error: WoodpeckerError?) {}
+}
