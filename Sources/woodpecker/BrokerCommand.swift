@@ -16,7 +16,7 @@ struct BrokerCommand: AsyncParsableCommand {
         discussion: """
             Settings come from, in increasing precedence: defaults, --config FILE (lines of `key = value`),
             environment variables WOODPECKER_<KEY> (e.g. WOODPECKER_LISTEN), and flags.
-            Keys: listen, advertise, data-dir, storage, metadata, default-partitions, auto-create-topics, max-request-bytes,
+            Keys: listen, advertise, data-dir, storage, metadata, mode, logstores, default-partitions, auto-create-topics, max-request-bytes,
             idle-timeout-ms, node-id, cluster-id.
             """)
     @Option(help: "Config file of `key = value` lines.") var config: String?
@@ -28,6 +28,10 @@ struct BrokerCommand: AsyncParsableCommand {
     var storage: String?
     @Option(help: "Metadata: embedded (default, under DATA_DIR/meta) or etcd://HOST:PORT[,HOST:PORT]/PREFIX.")
     var metadata: String?
+    @Option(help: "Write mode: memory (default; MemoryBuffer, acknowledged once in storage) or quorum (QuorumBuffer, acknowledged once 2 of 3 LogStores hold it).")
+    var mode: String?
+    @Option(help: "QuorumBuffer: LogStore nodes HOST:PORT,HOST:PORT,HOST:PORT (started with `woodpecker logstore` on the same --storage).")
+    var logstores: String?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
@@ -35,10 +39,12 @@ struct BrokerCommand: AsyncParsableCommand {
         let settings = try BrokerSettings.resolve(file: config, flags: [
             "listen": listen, "advertise": advertise, "data-dir": dataDir,
             "default-partitions": defaultPartitions.map(String.init), "storage": storage, "metadata": metadata,
+            "mode": mode, "logstores": logstores,
         ])
         var cfg = try settings.brokerConfig()
+        let nodes = try settings.logstores()
         let rt = try await Runtime.open(dataDir: cfg.dataDir, storage: settings.values["storage"],
-                                        metadata: settings.values["metadata"])
+                                        metadata: settings.values["metadata"], logstores: nodes)
         cfg.metadataPrefix = rt.metadataPrefix
         let broker = Broker(config: cfg, client: rt.client)
         let port = try await onLoop(rt.loop) { try await broker.start() }
@@ -90,10 +96,30 @@ struct BrokerSettings {
         return out
     }
 
+    /// The LogStore nodes in quorum mode, nil in memory mode.
+    func logstores() throws -> [String]? {
+        switch values["mode"] ?? "memory" {
+        case "memory":
+            if values["logstores"] != nil { Diagnostics.warn("logstores is ignored in memory mode; add --mode quorum") }
+            return nil
+        case "quorum":
+            let nodes = (values["logstores"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }
+            guard !nodes.isEmpty else { throw ValidationError("--mode quorum needs --logstores HOST:PORT,HOST:PORT,HOST:PORT") }
+            for n in nodes { _ = try hostPort(n, "logstores") }
+            guard Set(nodes).count >= 3 else {
+                throw ValidationError("--logstores: QuorumBuffer needs 3 distinct LogStore nodes (an entry is acknowledged once 2 hold it); got \(nodes)")
+            }
+            return nodes
+        case let m:
+            throw ValidationError("--mode \(m): use memory or quorum")
+        }
+    }
+
     func brokerConfig() throws -> BrokerConfig {
         var c = BrokerConfig()
         let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
-                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata"]
+                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata", "mode", "logstores"]
         for k in values.keys where !known.contains(k) {
             Diagnostics.warn("ignoring unknown setting \(k)")
         }

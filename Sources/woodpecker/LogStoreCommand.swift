@@ -29,7 +29,7 @@ struct LogStoreCommand: AsyncParsableCommand {
         let host = String(listen[..<colon])
         setenv("UV_THREADPOOL_SIZE", "16", 0)
         let loop = EventLoop(name: "wp-logstore")
-        let store = try await openStore(loop: loop)
+        let store = try await Runtime.openObjectStore(storage, loop: loop)
         var options = LogStoreNodeOptions()
         if let m = maxBufferBytes { options.maxBufferedBytes = m }
         options.syncWrites = sync
@@ -50,28 +50,5 @@ struct LogStoreCommand: AsyncParsableCommand {
         await watcher.close()
         if let s3 = store as? S3Store { await s3.close() }
         Diagnostics.info("logstore stopped")
-    }
-
-    /// The same choice of store as `Runtime.open` (copied, minimal: Runtime does not expose its store opening alone).
-    private func openStore(loop: EventLoop) async throws -> any ObjectStore {
-        if storage.hasPrefix("file://") {
-            let dir = String(storage.dropFirst("file://".count))
-            try FileOps.makeDirectories(dir)
-            return LocalFileStore(root: dir + "/objects", loop: loop)
-        }
-        guard storage.hasPrefix("s3://") else {
-            throw ValidationError("--storage \(storage): use file:///PATH or s3://BUCKET/PREFIX?endpoint=URL")
-        }
-        let createBucket = storage.contains("create_bucket=true")
-        let url = storage.replacingOccurrences(of: "&create_bucket=true", with: "")
-            .replacingOccurrences(of: "?create_bucket=true&", with: "?")
-            .replacingOccurrences(of: "?create_bucket=true", with: "")
-        let s3 = try S3Store(config: try S3Config.parse(url: url), loop: loop)
-        try await onLoop(loop) {
-            if createBucket { try await s3.createBucketIfMissing() }
-            // Uploads rely on put-if-absent to meet fence objects: refuse a store that does not honour it.
-            try await s3.verifyConditionalWrites()
-        }
-        return s3
     }
 }

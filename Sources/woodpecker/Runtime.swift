@@ -2,6 +2,7 @@ import Foundation
 import Woodpecker
 import WoodpeckerCore
 import WoodpeckerIO
+import WoodpeckerLogStore
 import WoodpeckerMetadata
 import WoodpeckerStorage
 
@@ -43,53 +44,70 @@ struct Runtime {
         return (store, loc.prefix)
     }
 
-    /// Storage chosen by URL: `file:///PATH` (or nil: `<dataDir>/segments`, one data.log per segment) or
-    /// `s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true]` (one object per block). Metadata is embedded
-    /// under `<dataDir>/meta` either way.
-    static func open(dataDir: String, storage: String?, metadata metadataURL: String?,
-                     config: WALConfig = WALConfig()) async throws -> Runtime {
-        try FileOps.makeDirectories(dataDir)
-        // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
-        setenv("UV_THREADPOOL_SIZE", "16", 0)
-        guard let storage, storage.hasPrefix("s3://") else {
-            var dir = dataDir
-            if let storage {
-                guard storage.hasPrefix("file://") else {
-                    throw WoodpeckerError(.invalidArgument, "--storage \(storage): use file:///PATH or s3://BUCKET/PREFIX?endpoint=URL")
-                }
-                dir = String(storage.dropFirst("file://".count))
-                try FileOps.makeDirectories(dir)
-            }
-            let loop = EventLoop(name: "wp-main")
-            let store = LocalFileStore(root: dir + "/objects", loop: loop)
-            let (metadata, prefix) = try await openMetadata(metadataURL, dataDir: dataDir, loop: loop)
-            let client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
-                                          metadataRoot: prefix + "woodpecker", segmentFilesRoot: dir + "/segments")
-            return Runtime(loop: loop, store: store, metadata: metadata, client: client, metadataPrefix: prefix)
+    /// The object store named by a storage URL: `file:///PATH` (objects under `PATH/objects`) or
+    /// `s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true]` (checked to honour conditional writes, on
+    /// which fencing and the LogStores' uploads rely).
+    static func openObjectStore(_ storage: String, loop: EventLoop) async throws -> any ObjectStore {
+        if storage.hasPrefix("file://") {
+            let dir = String(storage.dropFirst("file://".count))
+            try FileOps.makeDirectories(dir)
+            return LocalFileStore(root: dir + "/objects", loop: loop)
+        }
+        guard storage.hasPrefix("s3://") else {
+            throw WoodpeckerError(.invalidArgument, "--storage \(storage): use file:///PATH or s3://BUCKET/PREFIX?endpoint=URL")
         }
         let createBucket = storage.contains("create_bucket=true")
         let url = storage.replacingOccurrences(of: "&create_bucket=true", with: "").replacingOccurrences(of: "?create_bucket=true&", with: "?")
             .replacingOccurrences(of: "?create_bucket=true", with: "")
-        let loop = EventLoop(name: "wp-main")
         let s3 = try S3Store(config: try S3Config.parse(url: url), loop: loop)
         try await onLoop(loop) {
             if createBucket { try await s3.createBucketIfMissing() }
-            // Fencing relies on put-if-absent: refuse to run on a store that does not honour it.
             try await s3.verifyConditionalWrites()
         }
+        return s3
+    }
+
+    /// Storage chosen by URL: `file:///PATH` (or nil: `<dataDir>/segments`, one data.log per segment) or
+    /// `s3://BUCKET/PREFIX?endpoint=URL&region=R[&create_bucket=true]` (one object per block). With `logstores`
+    /// (QuorumBuffer mode) blocks go to those LogStore nodes, which upload them to the same storage as objects
+    /// (`file://` storage then holds objects under `PATH/objects`, shared with the nodes).
+    static func open(dataDir: String, storage: String?, metadata metadataURL: String?,
+                     config: WALConfig = WALConfig(), logstores: [String]? = nil) async throws -> Runtime {
+        try FileOps.makeDirectories(dataDir)
+        // libuv's threadpool runs every fsync; its default of 4 threads caps parallel block flushes.
+        setenv("UV_THREADPOOL_SIZE", "16", 0)
+        let loop = EventLoop(name: "wp-main")
+        let url = storage ?? "file://\(dataDir)"
+        let store = try await openObjectStore(url, loop: loop)
         let (metadata, prefix) = try await openMetadata(metadataURL, dataDir: dataDir, loop: loop)
-        // An object PUT costs tens of ms whatever its size: gather entries for a short interval into bigger
-        // blocks (many in flight) instead of flushing each produce request as its own object.
-        var s3Config = config
-        s3Config.flushWhenIdle = false
-        s3Config.flushIntervalMs = max(config.flushIntervalMs, 10)
-        s3Config.flushBytes = max(config.flushBytes, 8 << 20)
-        let client = WoodpeckerClient(loop: loop, store: s3, metadata: metadata, config: s3Config,
+        let client: WoodpeckerClient
+        if let logstores {
+            var settings = QuorumSettings(nodes: logstores) { loop, address in
+                LogStoreClient(loop: loop, address: address)
+            }
+            settings.ensembleSize = min(3, Set(logstores).count)
+            settings.ackQuorum = settings.ensembleSize / 2 + 1
+            client = try WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
+                                          metadataRoot: prefix + "woodpecker", quorum: settings)
+        } else if url.hasPrefix("file://") {
+            let dir = String(url.dropFirst("file://".count))
+            client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
+                                      metadataRoot: prefix + "woodpecker", segmentFilesRoot: dir + "/segments")
+        } else {
+            // An object PUT costs tens of ms whatever its size: gather entries for a short interval into bigger
+            // blocks (many in flight) instead of flushing each produce request as its own object.
+            var s3Config = config
+            s3Config.flushWhenIdle = false
+            s3Config.flushIntervalMs = max(config.flushIntervalMs, 10)
+            s3Config.flushBytes = max(config.flushBytes, 8 << 20)
+            client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: s3Config,
                                       metadataRoot: prefix + "woodpecker")
-        return Runtime(loop: loop, store: s3, metadata: metadata, client: client, metadataPrefix: prefix)
+        }
+        return Runtime(loop: loop, store: store, metadata: metadata, client: client, metadataPrefix: prefix)
     }
 
     func close() async {
+        await client.closeNodes()
         await metadata.close()
         if let s3 = store as? S3Store { await s3.close() }
     }
