@@ -281,6 +281,39 @@ broker_kill9() {
 broker_restart() { broker_start; }
 
 # ---------------------------------------------------------------------------------------------
+# LogStore nodes (QuorumBuffer mode)
+
+LS_PIDS=(); LS_PORTS=()
+LS_STORAGE=${LS_STORAGE:-}
+
+# logstore_start I: starts LogStore node I (a fixed free port chosen on first start, data dir
+# $COMPAT_TMP/logstore-I, storage $LS_STORAGE, default file://$COMPAT_TMP/store) and waits until it listens.
+logstore_start() {
+  local i=$1 storage=${LS_STORAGE:-file://$COMPAT_TMP/store} n
+  [ -n "${LS_PORTS[$i]:-}" ] || LS_PORTS[$i]=$(free_port)
+  "$WOODPECKER_BIN" logstore --listen "127.0.0.1:${LS_PORTS[$i]}" --storage "$storage" \
+    --data-dir "$COMPAT_TMP/logstore-$i" >>"$COMPAT_TMP/logstore-$i.log" 2>&1 &
+  LS_PIDS[$i]=$!; track $!
+  for ((n=0; n<200; n++)); do
+    kill -0 "${LS_PIDS[$i]}" 2>/dev/null || { log "logstore $i exited during startup:"; tail -n 20 "$COMPAT_TMP/logstore-$i.log" | sed 's/^/    /'; return 1; }
+    wait_port "${LS_PORTS[$i]}" 1 && { log "logstore $i pid ${LS_PIDS[$i]} on 127.0.0.1:${LS_PORTS[$i]}"; return 0; }
+  done
+  return 1
+}
+
+# logstore_kill9 I: SIGKILL of node I (its data dir stays).
+logstore_kill9() {
+  local i=$1
+  kill -KILL "${LS_PIDS[$i]}" 2>/dev/null || true
+  wait "${LS_PIDS[$i]}" 2>/dev/null
+  log "logstore $i pid ${LS_PIDS[$i]} killed with SIGKILL"
+  wait_port_closed "${LS_PORTS[$i]}" 10
+}
+
+# logstores_csv: HOST:PORT,HOST:PORT,... of the started nodes.
+logstores_csv() { local p out=(); for p in "${LS_PORTS[@]}"; do out+=("127.0.0.1:$p"); done; (IFS=,; echo "${out[*]}"); }
+
+# ---------------------------------------------------------------------------------------------
 # kcat variants
 
 KCAT_DEB=$(command -v kcat || command -v kafkacat || true)

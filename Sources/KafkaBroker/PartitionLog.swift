@@ -142,6 +142,16 @@ actor PartitionLog {
     /// `logAppendTime` rewrites the batch's timestamps (and CRC) to the broker time.
     func submit(_ batch: RecordBatch, logAppendTime: Bool) -> Promise<ProduceResult> {
         if let failed { return Promise(ProduceResult(error: .notLeaderOrFollower, message: failed.message)) }
+        if let broken = writerBroken {
+            // The last reopen failed (storage or the LogStore quorum away): try again now and then, and answer with
+            // a retryable error meanwhile, so that producers keep retrying instead of dropping records.
+            if !writerReopening && Clock.monotonicMillis() >= nextReopenAtMs {
+                writerReopening = true
+                Task(executorPreference: loop) { await self.retryReopen() }
+            }
+            return Promise(ProduceResult(error: Self.retryableCode(broken), logStartOffset: logStartOffset,
+                                         message: "partition \(topic)-\(partition) cannot write right now: \(broken.message)"))
+        }
         var batch = batch
         let h = batch.header
         let lastSeq = h.baseSequence &+ h.lastOffsetDelta
@@ -211,18 +221,34 @@ actor PartitionLog {
             await reopenWriter()
             writerReopening = false
         }
-        return ProduceResult(error: e.isRetryable ? .kafkaStorageError : .unknownServerError, message: e.message)
+        return ProduceResult(error: e.isRetryable ? Self.retryableCode(e) : .unknownServerError, message: e.message)
+    }
+
+    /// The retryable Kafka error for a retryable WAL failure: too few LogStores is NOT_ENOUGH_REPLICAS (what a
+    /// Kafka broker answers when fewer in-sync replicas than required hold a partition), anything else
+    /// KAFKA_STORAGE_ERROR.
+    static func retryableCode(_ e: WoodpeckerError) -> KafkaErrorCode {
+        e.code == .nodeUnavailable ? .notEnoughReplicas : .kafkaStorageError
     }
 
     private var writerReopening = false
+    /// Why the writer could not be reopened (nil while it is writable); produces get a retryable error meanwhile.
+    private var writerBroken: WoodpeckerError?
+    private var nextReopenAtMs: UInt64 = 0
 
     /// After a storage failure: a fresh writer (which seals the old segment at its last durable entry) and offsets
     /// continuing from the log's real end.
+    private func retryReopen() async {
+        await reopenWriter()
+        writerReopening = false
+    }
+
     private func reopenWriter() async {
         do {
             // The old writer is failing anyway; the new one fences and seals its segment whatever close did.
             try? await writer.close()
             writer = try await log.openWriter()
+            writerBroken = nil
             if let lastEntry = try await log.lastEntry() {
                 logEndOffset = lastEntry.key + 1
             } else {
@@ -231,6 +257,8 @@ actor PartitionLog {
             if highWatermark > logEndOffset { logEndOffset = highWatermark }
         } catch {
             Diagnostics.error("\(topic)-\(partition): cannot reopen the log writer: \(error)")
+            writerBroken = error as? WoodpeckerError ?? WoodpeckerError(.internalError, "\(error)", retryable: true)
+            nextReopenAtMs = Clock.monotonicMillis() + 250
         }
     }
 

@@ -157,7 +157,7 @@ public actor Log {
     }
 
     /// The ensemble for a new segment in QuorumBuffer mode, nil otherwise.
-    nonisolated func chooseEnsemble() -> [String]? { client.pool?.chooseEnsemble() }
+    nonisolated func chooseEnsemble() throws -> [String]? { try client.pool?.chooseEnsemble() }
 
     /// All segment metadata in id order.
     public func segmentMetas() async throws -> [Versioned<SegmentMeta>] {

@@ -132,7 +132,7 @@ public actor LogWriter {
     private func createSegment(_ id: Int64) async throws -> Segment {
         let now = Clock.wallMillis()
         var meta = SegmentMeta(segmentId: id, state: .active, createTimeMs: now, writer: writerName)
-        meta.quorum = log.chooseEnsemble()
+        meta.quorum = try log.chooseEnsemble()
         let rev = try await log.createSegmentMeta(meta)
         let objects = log.segmentStore(id, quorum: meta.quorum)
         await log.segmentOpened(id)

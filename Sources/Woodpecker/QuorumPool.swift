@@ -76,9 +76,16 @@ final class LogStorePool: @unchecked Sendable {
     var healthyCount: Int { Set(settings.nodes).filter { down[$0] == nil }.count }
 
     /// An ensemble for a new segment: healthy nodes first (in random order), then failed ones to fill it (a write
-    /// still succeeds while a quorum of the ensemble answers).
-    func chooseEnsemble() -> [String] {
+    /// still succeeds while a quorum of the ensemble answers). Fails retryably while fewer than `ackQuorum` nodes
+    /// are healthy: a segment whose every write would fail only churns metadata.
+    func chooseEnsemble() throws -> [String] {
         let distinct = Array(Set(settings.nodes))
+        let healthyNow = distinct.filter { down[$0] == nil }.count
+        guard healthyNow >= settings.ackQuorum else {
+            throw WoodpeckerError(.nodeUnavailable,
+                "only \(healthyNow) of the LogStores \(distinct.sorted()) answer, \(settings.ackQuorum) must hold every entry; start the stopped nodes (they are probed every \(settings.probeIntervalMs) ms)",
+                retryable: true)
+        }
         let healthy = distinct.filter { down[$0] == nil }.shuffled()
         let failed = distinct.filter { down[$0] != nil }.sorted { down[$0]! < down[$1]! }
         return Array((healthy + failed).prefix(settings.ensembleSize))

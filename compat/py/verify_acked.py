@@ -19,6 +19,8 @@ def main():
     ap.add_argument("--expect-acked", type=int, default=None, help="fail unless exactly this many were acknowledged")
     ap.add_argument("--check-hwm", action="store_true", help="high watermark must be > every acknowledged offset")
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--no-duplicates", action="store_true",
+                    help="fail if any key is in the log more than once (idempotent producers: each record once)")
     a = ap.parse_args()
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -106,6 +108,8 @@ def main():
     keys_in_log = collections.Counter(v[0] for v in log.values())
     dup_keys = sum(1 for n in keys_in_log.values() if n > 1)
     say(f"verify: keys written more than once (allowed for retries of unacknowledged sends): {dup_keys}")
+    if a.no_duplicates and dup_keys:
+        problems.append(f"{dup_keys} keys are in the log more than once (an idempotent producer's record was written twice)")
     if problems:
         die("; ".join(problems))
     say("verify: every acknowledged record is present, intact, at its offset")
