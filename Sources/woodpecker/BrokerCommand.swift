@@ -72,7 +72,8 @@ struct BrokerSettings {
         if let path = file ?? env["WOODPECKER_CONFIG"] {
             for (k, val) in try parseFile(path) { v[k] = val }
         }
-        for (k, val) in env where k.hasPrefix("WOODPECKER_") {
+        // WOODPECKER_BIN names the binary for scripts; it is not a setting.
+        for (k, val) in env where k.hasPrefix("WOODPECKER_") && k != "WOODPECKER_BIN" {
             let key = k.dropFirst("WOODPECKER_".count).lowercased().replacingOccurrences(of: "_", with: "-")
             v[key] = val
         }
