@@ -72,6 +72,8 @@ public actor LogWriter {
     /// Set when the current segment must be completed before more blocks start (size/age roll or a failed block).
     private var rollPending = false
     private var rolling = false
+    /// The current segment is completed in storage and metadata; the next one could not be created yet.
+    private var segmentCompleted = false
     private var timer: LoopTimer?
     private var timerArmed = false
     private var spaceWaiters: [(id: UInt64, needed: Int, c: CheckedContinuation<Void, any Error>)] = []
@@ -408,8 +410,14 @@ public actor LogWriter {
         var lastError: WoodpeckerError?
         for attempt in 0..<config.controlRetries {
             do {
-                try await completeOwn(seg)
+                // Completing is not repeatable (its CAS would conflict with itself): only creating the next
+                // segment is retried, here and by later rolls.
+                if !segmentCompleted {
+                    try await completeOwn(seg)
+                    segmentCompleted = true
+                }
                 segment = try await createSegment(seg.id + 1)
+                segmentCompleted = false
                 rollPending = false
                 return
             } catch let e as WoodpeckerError {
@@ -481,7 +489,7 @@ public actor LogWriter {
             }
             if case .open = state, let seg = segment {
                 state = .failed(WoodpeckerError(.clientClosed, "log \(log.name): writer is closed"))
-                try await completeOwn(seg)
+                if !segmentCompleted { try await completeOwn(seg) }
             }
         }
         timer?.close()

@@ -175,6 +175,9 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
                 }
             }
             #expect(failures == 5)
+            // The writer completed its segment but cannot open the next one yet: it must stay usable (retrying the
+            // completion used to conflict with itself and fail the writer as fenced).
+            #expect(await w.isWritable)
             try await cluster.start(1)
             try await cluster.start(2)
             var n = 25
