@@ -95,6 +95,10 @@ public actor LogStoreNode {
         stopping = true
         if let s = server { await s.close() }
         server = nil
+        for seg in segments.values where !seg.waiters.isEmpty {
+            let e = WoodpeckerError(.nodeUnavailable, "LogStore node stopping: complete of \(seg.ref) abandoned", retryable: true)
+            for w in seg.waiters { seg.resumeWaiter(w.id, .failure(e)) }
+        }
         while activeTasks > 0 {
             await withCheckedContinuation { idleWaiters.append($0) }
         }
