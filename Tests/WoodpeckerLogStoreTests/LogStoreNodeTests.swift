@@ -326,9 +326,55 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
     }
 }
 
+@Suite(.timeLimit(.minutes(1))) struct LogStoreClientBoundTests {
+    /// With room for one request only, a second one is not sent while the first is outstanding; it waits for room
+    /// within its own deadline.
+    @Test func outstandingBytesAreBounded() async throws {
+        let loop = EventLoop(name: "logstore-bound")
+        let received = SilentHandler.Counter()
+        let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0) { _ in SilentHandler(counter: received) }
+        let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(server.port)", requestTimeoutMs: 600,
+                                    maxOutstandingBytes: 20)
+        async let first: Result<NodeHealth, any Error> = Result(catching: { try await client.health() })
+        try await Task.sleep(nanoseconds: 100_000_000)
+        async let second: Result<NodeHealth, any Error> = Result(catching: { try await client.health() })
+        try await Task.sleep(nanoseconds: 200_000_000)
+        // 300 ms in: the first request (16 bytes) went out, the second is held back.
+        #expect(await loop.run { received.bytes } == 16)
+        let (a, b) = await (first, second)
+        for r in [a, b] {
+            guard case let .failure(e as WoodpeckerError) = r else { Issue.record("expected a timeout, got \(r)"); continue }
+            #expect(e.code == .timeout)
+        }
+        await client.close()
+        await server.close()
+    }
+}
+
+extension EventLoop {
+    /// Runs `body` on the loop thread and returns its result.
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { c in execute { c.resume(returning: body()) } }
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
+
 /// Reads and ignores every byte.
 final class SilentHandler: TCPConnectionHandler {
+    final class Counter: @unchecked Sendable {
+        // Written on the loop thread, read by the test after the requests finished.
+        var bytes = 0
+    }
+    let counter: Counter?
+    init(counter: Counter? = nil) { self.counter = counter }
+
     func connectionRead(_ connection: TCPConnection, _ data: inout ByteBuffer) {
+        counter?.bytes += data.readableBytes
         data.readerIndex = data.writerIndex
     }
     func connectionClosed(_ connection: TCPConnection, error: WoodpeckerError?) {}
