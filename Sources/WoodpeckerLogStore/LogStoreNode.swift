@@ -12,12 +12,15 @@ public struct LogStoreNodeOptions: Sendable {
     public var syncWrites = false
     /// Block uploads in flight per segment.
     public var maxParallelUploadsPerSegment = 4
+    /// Block uploads (and existence checks) in flight on the whole node.
+    public var maxParallelUploads = 32
     /// Backoff between upload retries after a retryable store error, and between checks for a block this node
     /// does not hold: doubles from the first value up to the second.
     public var retryBackoffMs: (first: UInt64, max: UInt64) = (50, 2_000)
     /// How long `complete` waits for uploads before failing with `.timeout`.
     public var completeTimeoutMs: UInt64 = 60_000
-    /// Fenced, empty records kept for completed segments (oldest dropped first).
+    /// Fenced, empty records kept for completed segments and for segments fenced before this node saw them
+    /// (oldest dropped first; a dropped record is forgotten, with its data file).
     public var maxTombstones = 100_000
     /// Largest request frame; a larger one closes its connection.
     public var maxRequestBytes = Limits.maxRequestSizeBytes
@@ -57,6 +60,9 @@ public actor LogStoreNode {
     /// Blocks this process uploaded (or found already durable) since start.
     public private(set) var uploadedBlocks: Int64 = 0
     private var stopping = false
+    private var uploadsInFlight = 0
+    /// Segments with confirmed blocks waiting for a node-wide upload slot.
+    private var starved: [SegmentRef] = []
     private var activeTasks = 0
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -95,6 +101,10 @@ public actor LogStoreNode {
         stopping = true
         if let s = server { await s.close() }
         server = nil
+        for seg in segments.values where !seg.waiters.isEmpty {
+            let e = WoodpeckerError(.nodeUnavailable, "LogStore node stopping: complete of \(seg.ref) abandoned", retryable: true)
+            for w in seg.waiters { seg.resumeWaiter(w.id, .failure(e)) }
+        }
         while activeTasks > 0 {
             await withCheckedContinuation { idleWaiters.append($0) }
         }
@@ -190,7 +200,10 @@ public actor LogStoreNode {
     /// See `LogStoreNodeClient.fence`. An unknown segment gets a fenced, empty record (persisted with a data
     /// directory) and is reported `known: false`.
     public func fence(_ ref: SegmentRef) async throws -> SegmentStatus {
+        let existed = segments[ref] != nil
         let seg = segment(ref, create: true)!
+        // A record made only to refuse late appends is bounded like the tombstones of completed segments.
+        if !existed { addTombstone(ref) }
         if !seg.fenced {
             seg.fenced = true
             if dataDirectory != nil { try await persist(seg, [.fence]) }
@@ -274,7 +287,7 @@ public actor LogStoreNode {
         while tombstones.count - tombstoneHead > options.maxTombstones {
             let old = tombstones[tombstoneHead]
             tombstoneHead += 1
-            if let s = segments[old], s.completedThrough != nil {
+            if let s = segments[old], s.completedThrough != nil || (!s.known && s.blocks.isEmpty) {
                 segments[old] = nil
                 if let path = s.path { enqueueFile(s) { try SegmentFiles.remove(path) } }
             }
@@ -351,7 +364,15 @@ public actor LogStoreNode {
         var n = seg.uploadedThrough + 1
         while n <= seg.confirmedThrough && seg.inFlight.count < options.maxParallelUploadsPerSegment {
             if !seg.inFlight.contains(n) && !seg.durable.contains(n) {
+                guard uploadsInFlight < options.maxParallelUploads else {
+                    if !seg.starved {
+                        seg.starved = true
+                        starved.append(ref)
+                    }
+                    return
+                }
                 seg.inFlight.insert(n)
+                uploadsInFlight += 1
                 activeTasks += 1
                 let block = n
                 Task(executorPreference: loop) { await self.transfer(ref, block) }
@@ -366,7 +387,11 @@ public actor LogStoreNode {
     /// Uploads (or confirms the existence of) one block, retrying retryable failures with backoff until the node
     /// stops.
     private func transfer(_ ref: SegmentRef, _ n: Int32) async {
-        defer { taskEnded() }
+        defer {
+            uploadsInFlight -= 1
+            resumeStarved()
+            taskEnded()
+        }
         var backoff = options.retryBackoffMs.first
         while true {
             guard !stopping, let seg = segments[ref], seg.stopReason == nil else { break }
@@ -411,6 +436,15 @@ public actor LogStoreNode {
             backoff = min(backoff * 2, options.retryBackoffMs.max)
         }
         segments[ref]?.inFlight.remove(n)
+    }
+
+    /// Gives freed node-wide upload slots to segments that waited for one, oldest first.
+    private func resumeStarved() {
+        while uploadsInFlight < options.maxParallelUploads && !starved.isEmpty {
+            let ref = starved.removeFirst()
+            segments[ref]?.starved = false
+            pump(ref)
+        }
     }
 
     private func attempt(key: String, bytes: ByteBuffer?) async -> TransferOutcome {
@@ -532,6 +566,8 @@ final class SegmentState: @unchecked Sendable {
     /// Uploaded (or found durable) but not yet contiguous with `uploadedThrough`.
     var durable: Set<Int32> = []
     var inFlight: Set<Int32> = []
+    /// Listed in the node's `starved` queue.
+    var starved = false
     /// Set when uploads of the segment stopped for good (fence object, conflicting object, non-retryable error).
     var stopReason: WoodpeckerError?
     var waiters: [UploadWaiter] = []

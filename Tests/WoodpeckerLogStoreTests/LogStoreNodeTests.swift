@@ -228,8 +228,13 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
             await client.close()
             await node.stop()
         }
+        // A node killed mid-write leaves a torn record at the end of a file: it is cut off on start.
+        let segmentFile = root + "/data/" + SegmentFiles.fileName(ref)
+        let sizeBefore = try fileSize(segmentFile)
+        try appendGarbage(segmentFile, [0, 0, 0, 9, 2, 0])
         let node = LogStoreNode(loop: loop, store: store, dataDirectory: root + "/data")
         try await node.start(host: "127.0.0.1", port: 0)
+        #expect(try fileSize(segmentFile) == sizeBefore)
         let port = await node.port
         let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(port)")
         let s = try await client.status(ref)
@@ -244,6 +249,48 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
         for n in 0..<3 { #expect(try await store.get(ref.blockKey(Int32(n))) == blocks[n]) }
         await client.close()
         await node.stop()
+    }
+
+    @Test func conflictingObjectStopsUploadsOfThatSegment() async throws {
+        let f = try await Fixture.start()
+        try await f.store.put(ref.blockKey(0), makeBlock(0, fill: 99))
+        let b0 = makeBlock(0)
+        try await f.client.append(ref, block: 0, bytes: b0, confirmedThrough: 0)
+        await expectError(.segmentStateInvalid) { try await f.client.complete(ref, lastBlock: 0) }
+        #expect(try await f.client.readBlock(ref, number: 0) == b0)  // never dropped
+        #expect(try await f.store.get(ref.blockKey(0)) == makeBlock(0, fill: 99))  // never overwritten
+        await f.stop()
+    }
+
+    @Test func manyPipelinedAppendsOnOneConnection() async throws {
+        let f = try await Fixture.start(dataDir: true)
+        let count = 200
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for n in 0..<count {
+                group.addTask(executorPreference: f.loop) {
+                    try await f.client.append(ref, block: Int32(n), bytes: makeBlock(Int32(n), firstEntryId: Int64(n) * 3),
+                                              confirmedThrough: -1)
+                }
+            }
+            for try await _ in group {}
+        }
+        #expect(try await f.client.status(ref).blocks.count == count)
+        try await f.client.complete(ref, lastBlock: Int32(count - 1))
+        #expect(try await f.store.listAll(prefix: ref.directory).count == count)
+        #expect(try await f.client.health().bufferedBytes == 0)
+        await f.stop()
+    }
+
+    @Test func oversizedFrameClosesOnlyThatConnection() async throws {
+        let f = try await Fixture.start()
+        let raw = try await TCPClient.connect(loop: f.loop, host: "127.0.0.1", port: await f.node.port)
+        var header = ByteBuffer()
+        header.writeInteger(UInt32(Limits.maxRequestSizeBytes + 1))
+        header.writeInteger(UInt16(1))
+        try await raw.send(header)
+        _ = await raw.waitClosed()
+        #expect(try await f.client.health().incarnation == f.node.incarnation)
+        await f.stop()
     }
 
     @Test func clientReportsNodeUnavailableAndReconnects() async throws {
@@ -279,10 +326,69 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
     }
 }
 
+@Suite(.timeLimit(.minutes(1))) struct LogStoreClientBoundTests {
+    /// With room for one request only, a second one is not sent while the first is outstanding; it waits for room
+    /// within its own deadline.
+    @Test func outstandingBytesAreBounded() async throws {
+        let loop = EventLoop(name: "logstore-bound")
+        let received = SilentHandler.Counter()
+        let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0) { _ in SilentHandler(counter: received) }
+        let client = LogStoreClient(loop: loop, address: "127.0.0.1:\(server.port)", requestTimeoutMs: 600,
+                                    maxOutstandingBytes: 20)
+        async let first: Result<NodeHealth, any Error> = Result(catching: { try await client.health() })
+        try await Task.sleep(nanoseconds: 100_000_000)
+        async let second: Result<NodeHealth, any Error> = Result(catching: { try await client.health() })
+        try await Task.sleep(nanoseconds: 200_000_000)
+        // 300 ms in: the first request (16 bytes) went out, the second is held back.
+        #expect(await loop.run { received.bytes } == 16)
+        let (a, b) = await (first, second)
+        for r in [a, b] {
+            guard case let .failure(e as WoodpeckerError) = r else { Issue.record("expected a timeout, got \(r)"); continue }
+            #expect(e.code == .timeout)
+        }
+        await client.close()
+        await server.close()
+    }
+}
+
+extension EventLoop {
+    /// Runs `body` on the loop thread and returns its result.
+    func run<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { c in execute { c.resume(returning: body()) } }
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
+
 /// Reads and ignores every byte.
 final class SilentHandler: TCPConnectionHandler {
+    final class Counter: @unchecked Sendable {
+        // Written on the loop thread, read by the test after the requests finished.
+        var bytes = 0
+    }
+    let counter: Counter?
+    init(counter: Counter? = nil) { self.counter = counter }
+
     func connectionRead(_ connection: TCPConnection, _ data: inout ByteBuffer) {
+        counter?.bytes += data.readableBytes
         data.readerIndex = data.writerIndex
     }
     func connectionClosed(_ connection: TCPConnection, error: WoodpeckerError?) {}
+}
+
+func fileSize(_ path: String) throws -> Int {
+    var st = stat()
+    guard stat(path, &st) == 0 else { throw WoodpeckerError(.ioFailure, "stat \(path)") }
+    return Int(st.st_size)
+}
+
+func appendGarbage(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_APPEND)
+    guard fd >= 0 else { throw WoodpeckerError(.ioFailure, "open \(path)") }
+    defer { close(fd) }
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
 }
