@@ -32,6 +32,8 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     var loop: EventLoop { pool.loop }
 
     private var excluded: [String: WoodpeckerError] = [:]
+    /// Per node, the connection generation of its first acknowledgement in this segment.
+    private var generations: [String: UInt64] = [:]
     private var ackedAhead: Set<Int32> = []
     private(set) var confirmedThrough: Int32 = -1
     private var pushedThrough: Int32 = -1
@@ -80,7 +82,19 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
             if let e = excluded[address] { return e }  // dropped meanwhile by another block's failure
             do {
                 try await node.append(ref, block: n, bytes: bytes, confirmedThrough: confirmed)
-                return nil
+                // A node reached over a new connection may be a restarted process that lost earlier blocks of
+                // this segment (no data directory): its later acknowledgements cannot count, and its fence reply
+                // would claim blocks it no longer has. Drop it from the segment; the writer rolls once it can.
+                let g = node.connectionGeneration
+                guard let first = generations[address] else {
+                    generations[address] = g
+                    return nil
+                }
+                if g == first { return nil }
+                let e = WoodpeckerError(.nodeUnavailable,
+                    "connection to \(address) was re-established during \(ref); the node may have restarted", retryable: true)
+                if excluded[address] == nil { excluded[address] = e }
+                return e
             } catch {
                 let e = error as? WoodpeckerError ?? WoodpeckerError(.internalError, "\(address): \(error)")
                 attempt += 1

@@ -1,5 +1,6 @@
 import WoodpeckerCore
 import WoodpeckerIO
+import Synchronization
 
 /// `LogStoreNodeClient` over the binary LogStore protocol: one TCP connection to one node, connected lazily,
 /// requests pipelined and matched by request id.
@@ -21,6 +22,9 @@ public actor LogStoreClient: LogStoreNodeClient {
 
     private let host: String
     private let port: Int
+    private let generation = Atomic<UInt64>(0)
+    /// See `LogStoreNodeClient.connectionGeneration`.
+    public nonisolated var connectionGeneration: UInt64 { generation.load(ordering: .acquiring) }
     private var connection: TCPConnection?
     private var connecting: Task<TCPConnection, any Error>?
     private var pending: [UInt64: Pending] = [:]
@@ -186,6 +190,7 @@ public actor LogStoreClient: LogStoreNodeClient {
             throw WoodpeckerError(.clientClosed, "LogStore client for \(address) is closed")
         }
         connection = c
+        generation.add(1, ordering: .releasing)
         return c
     }
 

@@ -89,6 +89,9 @@ public struct NodeHealth: Sendable, Equatable {
 public protocol LogStoreNodeClient: Sendable {
     /// `host:port` of the node.
     var address: String { get }
+    /// Connections established to the node so far. A change between two calls means the connection was lost in
+    /// between, so the node may have restarted and, without a data directory, lost what it acknowledged.
+    var connectionGeneration: UInt64 { get }
     /// Stores block `n` (an encoded segment block, verified by the node) and returns once the node holds it.
     /// Idempotent for the same bytes. `confirmedThrough` piggybacks the writer's quorum-confirmed point, which
     /// lets the node upload blocks 0...confirmedThrough to object storage and then drop them.

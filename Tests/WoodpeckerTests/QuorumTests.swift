@@ -28,11 +28,12 @@ final class QuorumCluster: @unchecked Sendable {
         for i in 0..<loops.count { try await start(i) }
     }
 
-    /// Starts node `i` on its data directory (its state from before a stop is reloaded from there).
-    func start(_ i: Int) async throws {
+    /// Starts node `i` on its data directory (its state from before a stop is reloaded from there), or with
+    /// none (it then starts empty).
+    func start(_ i: Int, dataDirectory: Bool = true) async throws {
         let loop = loops[i]
         let node = LogStoreNode(loop: loop, store: LocalFileStore(root: env.dir + "/objects", loop: loop),
-                                dataDirectory: env.dir + "/logstore-\(i)")
+                                dataDirectory: dataDirectory ? env.dir + "/logstore-\(i)" : nil)
         try await node.start(host: "127.0.0.1", port: ports[i])
         ports[i] = await node.port
         nodes[i] = node
@@ -148,6 +149,30 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             let got = try await readAll(log)
             #expect(got.map(\.id) == acked)
             #expect(got.map { text($0.payload) } == (0..<i).map { "a\($0)" })
+            await client.closeNodes()
+        }
+    }
+
+    /// A node that restarts empty between two appends, without any request failing, must not keep counting: it
+    /// lost the blocks it acknowledged. The writer notices the new connection, drops it and rolls.
+    @Test func aNodeRestartedWithoutItsDataIsDroppedFromTheSegment() async throws {
+        try await withQuorum { env, cluster in
+            let client = try cluster.client()
+            let log = try await client.createLog("q")
+            let w = try await log.openWriter()
+            for i in 0..<10 { _ = try await w.append(bytes("r\(i)")) }
+            let first = try #require(await w.currentSegmentId)
+            await cluster.stop(2)
+            try await cluster.start(2, dataDirectory: false)
+            var i = 10
+            let rolled = try await eventually(env.loop, timeoutMs: 10_000) {
+                _ = try await w.append(bytes("r\(i)"))
+                i += 1
+                return await w.currentSegmentId != first
+            }
+            #expect(rolled, "the writer kept counting a node that restarted without its data")
+            try await w.close()
+            #expect(try await readAll(log).map { text($0.payload) } == (0..<i).map { "r\($0)" })
             await client.closeNodes()
         }
     }
