@@ -61,12 +61,14 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         }
         let confirmed = confirmedThrough
         pushedThrough = max(pushedThrough, confirmed)
+        let uploader = self.uploader
         let wait = QuorumWait(needed: needed, total: targets.count)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             wait.continuation = c
             for address in targets {
+                let told = address == uploader ? confirmed : -1
                 Task(executorPreference: loop) {
-                    let error = await self.replicate(to: address, n, bytes, confirmed)
+                    let error = await self.replicate(to: address, n, bytes, told)
                     wait.record(address, error, ref: self.ref, block: n)
                 }
             }
@@ -129,12 +131,23 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
             let c = confirmedThrough
             guard c > pushedThrough else { return }
             pushedThrough = c
-            for address in ensemble where excluded[address] == nil {
-                let node = pool.client(address)
+            if let uploader {
+                let node = pool.client(uploader)
                 let ref = self.ref
                 Task(executorPreference: loop) { try? await node.updateConfirmed(ref, through: c) }
             }
         }
+    }
+
+    /// The one node told the confirmed point, so that only it uploads the segment's blocks while the segment is
+    /// active (the others would write every block again, or fail conditional writes, for nothing). The others
+    /// keep their copies until `complete`, where they find the blocks in object storage and drop them. When the
+    /// uploader is dropped from the segment the next live node takes over (from its own first held block).
+    /// Spread over the ensemble by segment id, so that the partitions of a broker use every node.
+    var uploader: String? {
+        let live = ensemble.filter { excluded[$0] == nil }
+        guard !live.isEmpty else { return nil }
+        return live[Int(ref.segmentId % Int64(live.count))]
     }
 
     /// True once a replica was dropped and a full healthy ensemble is available to roll onto.
@@ -157,6 +170,21 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     private func makeDurable(through last: Int32, blocks count: Int) async throws {
         var errors: [String] = []
         let nodes = ensemble.isEmpty ? Array(Set(settings.nodes)) : ensemble
+        // The uploader first: it holds (or has uploaded) every block. The others then only find the objects and
+        // drop their copies, which need not hold up the writer.
+        if let uploader, nodes.contains(uploader) {
+            do {
+                try await pool.client(uploader).complete(ref, lastBlock: last)
+                let ref = self.ref
+                for address in nodes where address != uploader {
+                    let node = pool.client(address)
+                    Task(executorPreference: loop) { try? await node.complete(ref, lastBlock: last) }
+                }
+                return
+            } catch {
+                errors.append("\(uploader): \(error)")
+            }
+        }
         let ok = await withTaskGroup(of: String?.self) { group in
             for address in nodes {
                 let node = pool.client(address)

@@ -301,6 +301,9 @@ public actor LogStoreNode {
     // MARK: files
 
     /// Appends records to the segment's file, after every earlier file operation of the segment.
+    /// Appends records to the segment's file before returning. Group commit: records that arrive while an earlier
+    /// write of the segment waits or runs go to the file together, in one write (and one fdatasync with
+    /// `syncWrites`), so a pipelined writer costs one thread-pool trip per batch instead of one per block.
     private func persist(_ seg: SegmentState, _ records: [SegmentFileRecord]) async throws {
         guard let path = seg.path else { return }
         var all = records
@@ -310,7 +313,30 @@ public actor LogStoreNode {
         }
         let data = SegmentFiles.encode(all)
         let sync = options.syncWrites
-        try await runFileOp(seg) { try SegmentFiles.append(path, data, sync: sync) }
+        let loop = loop
+        let pending = seg.pendingAppends
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            pending.data.writeBuffer(data)
+            pending.waiters.append(c)
+            guard !pending.queued else { return }
+            pending.queued = true
+            activeTasks += 1
+            Task(executorPreference: loop) {
+                // Runs in the segment's file order; takes everything queued by the time its turn comes.
+                let batch = PendingAppends.Batch()
+                do {
+                    try await seg.fileQueue.run {
+                        pending.take(into: batch)
+                        let bytes = batch.data
+                        try await loop.runBlocking { try SegmentFiles.append(path, bytes, sync: sync) }
+                    }
+                    batch.resume(nil)
+                } catch {
+                    batch.resume(error)
+                }
+                await self.taskEnded()
+            }
+        }
     }
 
     private func replaceFile(_ seg: SegmentState, _ records: [SegmentFileRecord]) async throws {
@@ -396,7 +422,7 @@ public actor LogStoreNode {
         while true {
             guard !stopping, let seg = segments[ref], seg.stopReason == nil else { break }
             let key = ref.blockKey(n)
-            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes)
+            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes, lookFirst: seg.fenced)
             guard let seg = segments[ref] else { return }
             switch outcome {
             case .durable:
@@ -447,8 +473,16 @@ public actor LogStoreNode {
         }
     }
 
-    private func attempt(key: String, bytes: ByteBuffer?) async -> TransferOutcome {
+    /// `lookFirst` (a fenced or completing segment, whose blocks another node has usually uploaded already):
+    /// check for the object before writing it, which is cheaper than a conditional write that fails.
+    private func attempt(key: String, bytes: ByteBuffer?, lookFirst: Bool) async -> TransferOutcome {
         do {
+            if let bytes, lookFirst, try await store.head(key) != nil {
+                let existing = try await store.get(key)
+                if existing == bytes { return .durable }
+                if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
+                return .conflict("\(existing.readableBytes) other bytes")
+            }
             if let bytes {
                 do {
                     try await store.putIfAbsent(key, bytes)
@@ -507,7 +541,7 @@ public actor LogStoreNode {
         while n <= last {
             if seg.blocks[n] == nil && !seg.durable.contains(n) && !seg.inFlight.contains(n) {
                 let key = seg.ref.blockKey(n)
-                switch await attempt(key: key, bytes: nil) {
+                switch await attempt(key: key, bytes: nil, lookFirst: false) {
                 case .durable: seg.durable.insert(n)
                 case .missing, .fenceObject, .conflict:
                     throw WoodpeckerError(.objectNotFound,
@@ -573,6 +607,7 @@ final class SegmentState: @unchecked Sendable {
     var waiters: [UploadWaiter] = []
     var nextWaiterId: UInt64 = 0
     let fileQueue: FileQueue
+    let pendingAppends = PendingAppends()
 
     init(ref: SegmentRef, path: String?, loop: EventLoop) {
         self.ref = ref
@@ -622,6 +657,35 @@ final class FileQueue: @unchecked Sendable {
     /// Returns once every operation submitted so far has finished.
     func barrier() async throws {
         await tail?.value
+    }
+}
+
+/// Records waiting for the segment's next group write, with the appends waiting on them. Loop-confined.
+final class PendingAppends: @unchecked Sendable {
+    var data = ByteBuffer()
+    var waiters: [CheckedContinuation<Void, any Error>] = []
+    var queued = false
+
+    final class Batch: @unchecked Sendable {
+        var data = ByteBuffer()
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+
+        func resume(_ error: (any Error)?) {
+            let ws = waiters
+            waiters.removeAll()
+            for w in ws {
+                if let error { w.resume(throwing: error) } else { w.resume() }
+            }
+        }
+    }
+
+    /// Moves everything queued into `batch`; the next append queues a new write.
+    func take(into batch: Batch) {
+        batch.data = data
+        batch.waiters = waiters
+        data = ByteBuffer()
+        waiters = []
+        queued = false
     }
 }
 

@@ -105,20 +105,27 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             #expect(ids.count == 300)
             let meta = try #require(try await log.segmentMetas().first)
             #expect(Set(meta.value.quorum ?? []) == Set(cluster.addresses))
-            // The nodes upload confirmed blocks while the segment is active, and then drop them.
+            // One node (the segment's uploader) uploads confirmed blocks while the segment is active and drops
+            // them; the two others keep theirs until the segment completes.
             let ref = SegmentRef(objectPrefix: "", logId: log.logId, segmentId: meta.value.segmentId)
             let drained = try await eventually(env.loop) {
-                for i in 0..<3 where try await cluster.status(i, ref).blocks.count > 0 { return false }
-                return true
+                var holding = 0
+                for i in 0..<3 where try await cluster.status(i, ref).blocks.count > 0 { holding += 1 }
+                return holding == 2
             }
-            #expect(drained, "nodes still hold blocks that should be in object storage")
+            #expect(drained, "exactly one node should have uploaded and dropped its blocks")
             #expect(try await env.store.head(ref.blockKey(0)) != nil)
             try await w.close()
             let got = try await readAll(log)
             #expect(got.count == 300)
             expectDenseOrder(got)
             #expect(Set(got.map { text($0.payload) }) == Set((0..<300).map { "e\($0)" }))
-            for i in 0..<3 { #expect(await cluster.nodes[i]!.bufferedBytes == 0) }
+            // After completion every node finds the blocks in object storage and drops its copies.
+            let empty = await eventually(env.loop) {
+                for i in 0..<3 where await cluster.nodes[i]!.bufferedBytes > 0 { return false }
+                return true
+            }
+            #expect(empty, "nodes still hold blocks of a completed segment")
             await client.closeNodes()
         }
     }
@@ -233,6 +240,10 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             let log1 = try await client1.createLog("q")
             let w1 = try await log1.openWriter()
             for i in 0..<5 { _ = try await w1.append(bytes("c\(i)")) }
+            // A block is acknowledged by the first two replies: wait until B holds block 4 too.
+            let segment0 = SegmentRef(objectPrefix: "", logId: log1.logId, segmentId: try #require(await w1.currentSegmentId))
+            let bHasAll = try await eventually(env.loop) { lastBlock(try await cluster.status(1, segment0)) == 4 }
+            #expect(bHasAll)
             await cluster.stop(1)                              // B misses block 5
             let last = try await w1.append(bytes("c5"))        // acknowledged by A and C
             #expect(last.entryId == 5)
@@ -245,7 +256,7 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             let a = try await cluster.status(0, ref)
             let b = try await cluster.status(1, ref)
             #expect(a.known && b.known)
-            #expect(lastBlock(a) == 5 && lastBlock(b) == 4, "the case needs A at block 5 and B at 4: \(a) \(b)")
+            #expect(lastBlock(a) == 5 && lastBlock(b) == 4, "the case needs A at block 5 and B at 4: \(a) \(b)", sourceLocation: #_sourceLocation)
             #expect(try await env.store.head(ref.blockKey(5)) == nil, "block 5 must not be in object storage yet")
             try await env.restart()
             let client2 = try cluster.client()
