@@ -17,7 +17,7 @@ struct BrokerCommand: AsyncParsableCommand {
             Settings come from, in increasing precedence: defaults, --config FILE (lines of `key = value`),
             environment variables WOODPECKER_<KEY> (e.g. WOODPECKER_LISTEN), and flags.
             Keys: listen, advertise, data-dir, storage, metadata, default-partitions, auto-create-topics, max-request-bytes,
-            idle-timeout-ms, node-id, cluster-id.
+            idle-timeout-ms, node-id, cluster-id, group-initial-rebalance-delay-ms.
             """)
     @Option(help: "Config file of `key = value` lines.") var config: String?
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:9092).") var listen: String?
@@ -28,6 +28,8 @@ struct BrokerCommand: AsyncParsableCommand {
     var storage: String?
     @Option(help: "Metadata: embedded (default, under DATA_DIR/meta) or etcd://HOST:PORT[,HOST:PORT]/PREFIX.")
     var metadata: String?
+    @Option(help: "How long the first rebalance of an empty consumer group waits for more members, ms (Kafka's group.initial.rebalance.delay.ms; default 100).")
+    var groupInitialRebalanceDelayMs: UInt64?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
@@ -35,6 +37,7 @@ struct BrokerCommand: AsyncParsableCommand {
         let settings = try BrokerSettings.resolve(file: config, flags: [
             "listen": listen, "advertise": advertise, "data-dir": dataDir,
             "default-partitions": defaultPartitions.map(String.init), "storage": storage, "metadata": metadata,
+            "group-initial-rebalance-delay-ms": groupInitialRebalanceDelayMs.map(String.init),
         ])
         var cfg = try settings.brokerConfig()
         let rt = try await Runtime.open(dataDir: cfg.dataDir, storage: settings.values["storage"],
@@ -93,7 +96,8 @@ struct BrokerSettings {
     func brokerConfig() throws -> BrokerConfig {
         var c = BrokerConfig()
         let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
-                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata"]
+                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata",
+                          "group-initial-rebalance-delay-ms"]
         for k in values.keys where !known.contains(k) {
             Diagnostics.warn("ignoring unknown setting \(k)")
         }
@@ -110,6 +114,11 @@ struct BrokerSettings {
         if let i = values["idle-timeout-ms"] { c.idleTimeoutMs = try int(i, "idle-timeout-ms") }
         if let n = values["node-id"] { c.nodeId = try int(n, "node-id") }
         if let id = values["cluster-id"] { c.clusterId = id }
+        if let d = values["group-initial-rebalance-delay-ms"] {
+            let ms: UInt64 = try int(d, "group-initial-rebalance-delay-ms")
+            guard ms <= 300_000 else { throw ValidationError("group-initial-rebalance-delay-ms: \(ms) is above 300000 (5 minutes)") }
+            c.groups.initialRebalanceDelayMs = ms
+        }
         return c
     }
 
