@@ -102,6 +102,8 @@ def run_confluent(a, m):
     conf = {"bootstrap.servers": a.bootstrap, "group.id": a.group, "auto.offset.reset": "earliest",
             "enable.auto.commit": False, "session.timeout.ms": a.session_ms, "heartbeat.interval.ms": 300,
             "partition.assignment.strategy": a.assignor or "range,roundrobin", "client.id": a.name}
+    if a.instance_id:
+        conf["group.instance.id"] = a.instance_id
     c = Consumer(conf)
 
     def commit(offs):
@@ -268,6 +270,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--events", default=None)
     ap.add_argument("--assignor", default=None, help="confluent: partition.assignment.strategy")
+    ap.add_argument("--instance-id", default=None, help="confluent: group.instance.id (static membership)")
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--stop-file", default=None)
     ap.add_argument("--idle", type=float, default=0)

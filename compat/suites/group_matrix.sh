@@ -7,6 +7,8 @@
 #    and duplicates counted);
 #  - confluent-kafka: three members (join, join, leave) while a producer writes, eager (range) and
 #    cooperative-sticky (incremental: a member keeps partitions through a rebalance), exactly once;
+#  - confluent-kafka static membership: a member restarting with its group.instance.id gets its partitions back and
+#    the other member is not revoked;
 #  - admin clients (kafka-python, aiokafka, confluent-kafka) list the group, describe it (Stable, its member,
 #    protocol) and list its committed offsets;
 #  - kcat -G on Debian's librdkafka and on the wheel's: two balanced consumers split a topic, and a later one
@@ -145,6 +147,37 @@ if run_members g3-coop confluent 6 2000 400 "+1 +2 -3:0" --assignor cooperative-
     "incremental rebalance: a member keeps partitions while others are revoked" incremental "${RUN_NAMES[@]/#/$COMPAT_TMP/}"
   for f in "${RUN_NAMES[@]}"; do log "    $f: $(grep -E 'assign|revoke|lost' "$COMPAT_TMP/$f.ev" | tr '\n' ';' | cut -c1-300)"; done
 else fail "confluent-kafka: three-member cooperative-sticky run completes"; fi
+
+# ------------------------------------------------------------------------------------------------------------
+# 3b. confluent-kafka static membership (group.instance.id): a member that restarts within its session timeout gets
+# its partitions back without a rebalance; the other member is not revoked (KIP-345).
+T=$(topic_name gstatic); G="gstatic-$$"
+if py create_topic.py --topic "$T" --partitions 4 >/dev/null; then
+  member st-a confluent "$G" "$T" --instance-id "inst-a-$$" --session-ms 10000 --stop-file "$COMPAT_TMP/st-a.stop" --timeout 60; STA=$MPID
+  member st-b confluent "$G" "$T" --instance-id "inst-b-$$" --session-ms 10000 --stop-file "$COMPAT_TMP/st-b.stop" --timeout 60; STB=$MPID
+  settled() { # both hold a non-empty assignment of 2 partitions
+    local a b
+    a=$(grep ' assign [0-9]' "$COMPAT_TMP/st-a.ev" 2>/dev/null | tail -n 1 | cut -d' ' -f3-)
+    b=$(grep ' assign [0-9]' "$COMPAT_TMP/st-b.ev" 2>/dev/null | tail -n 1 | cut -d' ' -f3-)
+    [ "$(wc -w <<<"$a")" = 2 ] && [ "$(wc -w <<<"$b")" = 2 ] && [ "$(tail -n 1 "$COMPAT_TMP/st-a.ev" | cut -d' ' -f2)" = assign ]
+  }
+  ok=1; for ((i=0; i<150; i++)); do settled && { ok=0; break; }; sleep 0.1; done
+  sleep 1
+  before_b=$(grep ' assign [0-9]' "$COMPAT_TMP/st-b.ev" | tail -n 1 | cut -d' ' -f3-)
+  revokes_a=$(grep -c ' revoke' "$COMPAT_TMP/st-a.ev")
+  touch "$COMPAT_TMP/st-b.stop"; wait $STB
+  member st-b2 confluent "$G" "$T" --instance-id "inst-b-$$" --session-ms 10000 --stop-file "$COMPAT_TMP/st-b.stop2" --timeout 60; STB2=$MPID
+  wait_event "$COMPAT_TMP/st-b2.ev" "assign [0-9]" 15
+  sleep 2
+  after_b=$(grep ' assign [0-9]' "$COMPAT_TMP/st-b2.ev" | tail -n 1 | cut -d' ' -f3-)
+  mcheck confluent-kafka "group: static membership (group.instance.id) restart without rebalance" \
+    "a restarted static member gets its partitions back ([$before_b] -> [$after_b])" \
+    bash -c "[ $ok = 0 ] && [ -n '$before_b' ] && [ '$before_b' = '$after_b' ]"
+  mcheck confluent-kafka "group: static membership (group.instance.id) restart without rebalance" \
+    "the other static member is not revoked while it restarts (revokes $revokes_a -> $(grep -c ' revoke' "$COMPAT_TMP/st-a.ev"))" \
+    equals "$revokes_a" "$(grep -c ' revoke' "$COMPAT_TMP/st-a.ev")" "revokes of the other member"
+  touch "$COMPAT_TMP/st-a.stop" "$COMPAT_TMP/st-b.stop2"; wait $STA $STB2
+else fail "create $T"; fi
 
 # ------------------------------------------------------------------------------------------------------------
 # 4. admin clients: list groups, describe a Stable group with one member, list its committed offsets.
