@@ -55,6 +55,11 @@ class Member:
             self.last_rec = time.monotonic()
         self.out.flush()
 
+    def pace(self):
+        """--batch-sleep-ms: a slow consumer (so a test can act while a backlog is being worked through)."""
+        if self.a.batch_sleep_ms:
+            time.sleep(self.a.batch_sleep_ms / 1000)
+
     def to_commit(self, parts=None):
         return {p: o for p, o in self.processed.items()
                 if (parts is None or p in parts) and self.committed.get(p) != o}
@@ -137,7 +142,7 @@ def run_confluent(a, m):
     why = None
     try:
         while not (why := m.should_stop()):
-            msgs = c.consume(num_messages=500, timeout=0.2)
+            msgs = c.consume(num_messages=a.max_batch, timeout=0.2)
             recs = []
             for x in msgs:
                 if x.error():
@@ -147,6 +152,7 @@ def run_confluent(a, m):
             if recs:
                 m.process(recs)
                 commit(m.to_commit())
+                m.pace()
     finally:
         c.close()   # revokes (on_revoke commits) and leaves the group
     m.done(why or "error")
@@ -189,7 +195,7 @@ def run_kafka_python(a, m):
     try:
         while not (why := m.should_stop()):
             try:
-                batch = c.poll(timeout_ms=200, max_records=500)
+                batch = c.poll(timeout_ms=200, max_records=a.max_batch)
             except KafkaError as e:
                 # kafka-python 3.x raises e.g. KafkaConnectionError from poll() while the coordinator is
                 # unreachable (broker restarting); an application retries.
@@ -200,6 +206,7 @@ def run_kafka_python(a, m):
             if recs:
                 m.process(recs)
                 commit(m.to_commit())
+                m.pace()
     finally:
         c.close()
     m.done(why or "error")
@@ -243,7 +250,7 @@ def run_aiokafka(a, m):
         try:
             while not (why := m.should_stop()):
                 try:
-                    batch = await c.getmany(timeout_ms=200, max_records=500)
+                    batch = await c.getmany(timeout_ms=200, max_records=a.max_batch)
                 except KafkaError as e:
                     m.event(f"poll_error {type(e).__name__}")
                     await asyncio.sleep(0.2)
@@ -252,6 +259,8 @@ def run_aiokafka(a, m):
                 if recs:
                     m.process(recs)
                     await commit(m.to_commit())
+                    if a.batch_sleep_ms:
+                        await asyncio.sleep(a.batch_sleep_ms / 1000)
         finally:
             await asyncio.wait_for(c.stop(), 20)
         return why
@@ -271,6 +280,8 @@ def main():
     ap.add_argument("--events", default=None)
     ap.add_argument("--assignor", default=None, help="confluent: partition.assignment.strategy")
     ap.add_argument("--instance-id", default=None, help="confluent: group.instance.id (static membership)")
+    ap.add_argument("--max-batch", type=int, default=500, help="records per poll at most")
+    ap.add_argument("--batch-sleep-ms", type=int, default=0, help="pause after each processed and committed batch")
     ap.add_argument("--expect", type=int, default=0)
     ap.add_argument("--stop-file", default=None)
     ap.add_argument("--idle", type=float, default=0)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A broker kill -9 + restart during a consumer group's life (woodpecker only: Tansu's memory:// forgets everything).
-# For each Python client: two members consume a 4-partition topic while a producer writes, committing after
-# processing; the broker is SIGKILLed and restarted on the same data dir; a second producer run writes more.
+# For each Python client: two slow members work through a 1200-record backlog of a 4-partition topic, committing
+# after each processed batch; while they are at it the broker is SIGKILLed and restarted on the same data dir; a
+# second producer run writes 600 more.
 # The members must rejoin (a new assignment each), and consume every acknowledged record: nothing skipped, and
 # few duplicates (they resume from the committed offsets, not from the beginning). The group then describes as
 # Stable with 2 members and its committed offsets equal the end of every partition.
@@ -28,9 +29,9 @@ wait_lines() { # N SECONDS FILE...
   log "    only $(lines "$@") of $n lines after $secs s"; return 1
 }
 assigns() { grep -c ' assign [0-9]' "$1" 2>/dev/null || echo 0; }
-produce() { # TOPIC COUNT START ACKED
+produce() { # TOPIC COUNT START ACKED [RATE]
   timeout -k 5 90 "$PYTHON" "$COMPAT_PY/keyed_producer.py" --bootstrap "$BROKER" --topic "$1" --count "$2" --start "$3" \
-    --rate 500 --acked "$4" --timeout 80 >>"$COMPAT_TMP/producer.log" 2>&1
+    --rate "${5:-500}" --acked "$4" --timeout 80 >>"$COMPAT_TMP/producer.log" 2>&1
 }
 end_offsets() { # ACKED -> "P:END,..." (END = last acknowledged offset + 1)
   awk '{if (!($1 in m) || $2+1 > m[$1]) m[$1]=$2+1} END {for (p in m) printf "%s:%s\n", p, m[p]}' "$1" | sort -n | paste -sd,
@@ -40,17 +41,18 @@ for c in confluent kafka-python aiokafka; do
   mc=$(mname "$c"); T=$(topic_name "grst-$c"); G="grst-$c-$$"; d="$COMPAT_TMP/$c"; mkdir -p "$d"
   acked="$d/acked"; : >"$acked"
   py create_topic.py --topic "$T" --partitions 4 >/dev/null || { fail "$mc: create $T"; continue; }
-  member "$c-0" "$c" "$G" "$T" --stop-file "$d/stop" --timeout 110; p0=$MPID
-  member "$c-1" "$c" "$G" "$T" --stop-file "$d/stop" --timeout 110; p1=$MPID
-  produce "$T" 600 0 "$acked" || fail "$mc: producer run 1 acknowledged everything"
-  wait_lines 600 30 "$COMPAT_TMP/$c-0.out" "$COMPAT_TMP/$c-1.out" || fail "$mc: members consumed run 1"
-  sleep 0.5
+  # Slow members (batches of 20, 40 ms pause each) so the kill lands while they work through a backlog.
+  member "$c-0" "$c" "$G" "$T" --stop-file "$d/stop" --timeout 110 --max-batch 20 --batch-sleep-ms 40; p0=$MPID
+  member "$c-1" "$c" "$G" "$T" --stop-file "$d/stop" --timeout 110 --max-batch 20 --batch-sleep-ms 40; p1=$MPID
+  produce "$T" 1200 0 "$acked" 5000 || fail "$mc: producer run 1 acknowledged everything"
+  wait_lines 400 30 "$COMPAT_TMP/$c-0.out" "$COMPAT_TMP/$c-1.out" || fail "$mc: members consumed 400 records of run 1"
   a0=$(assigns "$COMPAT_TMP/$c-0.ev"); a1=$(assigns "$COMPAT_TMP/$c-1.ev")
+  log "    kill -9 with $(lines "$COMPAT_TMP/$c-0.out" "$COMPAT_TMP/$c-1.out") of 1200 records consumed"
   broker_kill9
   sleep 0.3
   broker_restart || { fail "$mc: broker restarts after kill -9"; break; }
-  produce "$T" 600 600 "$acked" || fail "$mc: producer run 2 (after the restart) acknowledged everything"
-  wait_lines 1200 45 "$COMPAT_TMP/$c-0.out" "$COMPAT_TMP/$c-1.out"
+  produce "$T" 600 1200 "$acked" || fail "$mc: producer run 2 (after the restart) acknowledged everything"
+  wait_lines 1800 60 "$COMPAT_TMP/$c-0.out" "$COMPAT_TMP/$c-1.out"
   rejoined() { local i; for ((i=0; i<200; i++)); do
       [ "$(assigns "$COMPAT_TMP/$c-0.ev")" -gt "$a0" ] && [ "$(assigns "$COMPAT_TMP/$c-1.ev")" -gt "$a1" ] && return 0; sleep 0.1; done
     log "    assignments before/after: $a0/$(assigns "$COMPAT_TMP/$c-0.ev") $a1/$(assigns "$COMPAT_TMP/$c-1.ev")"; return 1; }
