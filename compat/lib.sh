@@ -452,4 +452,8 @@ mcheck_known_bug() {
 }
 
 # mskip CLIENT SCENARIO REASON: records a scenario that could not run here.
-mskip() { skip "$1: $2 ($3)"; _matrix_row "$1" "$2" "SKIP: $3" "$2"; }
+# Under COMPAT_STRICT=1 a scenario that cannot run is a failure.
+mskip() {
+  if [ "${COMPAT_STRICT:-0}" = 1 ]; then fail "$1: $2 cannot run (COMPAT_STRICT=1): $3"; _matrix_row "$1" "$2" FAIL "cannot run: $3"; return; fi
+  skip "$1: $2 ($3)"; _matrix_row "$1" "$2" "SKIP: $3" "$2"
+}

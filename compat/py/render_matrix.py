@@ -9,6 +9,7 @@ they ran. Usage: render_matrix.py RESULTS.tsv OUT.md [--title-note TEXT]"""
 import argparse
 import collections
 import datetime
+import re
 
 ORDER = ["kcat-deb", "kcat-216", "confluent-kafka", "kafka-python", "aiokafka"]
 
@@ -27,6 +28,9 @@ def main():
             if len(parts) != 7:
                 continue
             client, version, scenario, result, suite, kind, desc = parts
+            # Topic and group names carry the suite's pid and a random number; drop them so that reruns only
+            # change what was measured.
+            desc = re.sub(r"-\d{3,7}(-\d{1,5})?\b", "", desc)
             kinds.add(kind)
             r = rows.setdefault((client, version, scenario), {"results": [], "suites": [], "descs": []})
             r["results"].append(result)

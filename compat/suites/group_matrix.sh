@@ -20,6 +20,8 @@ kcat_use deb
 broker_start || { fail "broker starts"; finish; }
 
 CLIENTS=(confluent kafka-python aiokafka)
+# Kafka and Tansu wait group.initial.rebalance.delay.ms (3 s) before a new group's first generation; woodpecker 100 ms.
+FIRST_MAX=1.0; [ "$BROKER_KIND" = woodpecker ] || FIRST_MAX=10
 mname() { case "$1" in confluent) echo confluent-kafka ;; *) echo "$1" ;; esac; }
 
 # member NAME CLIENT GROUP TOPIC [ARGS...]: starts group_member.py in the background; sets MPID.
@@ -64,8 +66,8 @@ for c in "${CLIENTS[@]}"; do
   member "$c-a" "$c" "$G" "$T" --expect 5 --timeout 30
   wait_ok $MPID "$COMPAT_TMP/$c-a.log"; rc=$?
   s=$(first_s "$COMPAT_TMP/$c-a.log")
-  mcheck "$mc" "group: join, first record < 1 s after subscribe" "first record ${s:-none} s after subscribe() (limit 1.0 s)" \
-    bash -c "[ $rc = 0 ] && awk -v s='$s' 'BEGIN {exit !(s != \"\" && s < 1.0)}'"
+  mcheck "$mc" "group: join, first record < 1 s after subscribe" "first record ${s:-none} s after subscribe() (limit $FIRST_MAX s)" \
+    bash -c "[ $rc = 0 ] && awk -v s='$s' 'BEGIN {exit !(s != \"\" && s < $FIRST_MAX)}'"
   kc -P -t "$T" -p 0 -l <(tail -n 5 "$COMPAT_TMP/$c.in") || fail "$mc: produce 5 more to $T"
   member "$c-b" "$c" "$G" "$T" --expect 5 --timeout 30
   wait_ok $MPID "$COMPAT_TMP/$c-b.log"
