@@ -431,3 +431,62 @@ JSON
   track $!
   S3_PORT=${P[0]}
 }
+
+# ---------------------------------------------------------------------------------------------
+# Client matrix: checks that also record a row (client, version, scenario, result) into the results file
+# ($COMPAT_RESULTS, set by run-all.sh; default: a file in the suite's temp dir). tools/render_matrix.py
+# turns the file into compat/MATRIX.md. Versions are read from the clients themselves, once per suite.
+
+COMPAT_RESULTS=${COMPAT_RESULTS:-$COMPAT_TMP/results.tsv}
+declare -A _client_versions=()
+
+# client_version CLIENT: the version string of a client as it reports it at run time.
+#   confluent-kafka | kafka-python | aiokafka | kcat-deb | kcat-216
+client_version() {
+  local c=$1 v=""
+  if [ -n "${_client_versions[$c]:-}" ]; then echo "${_client_versions[$c]}"; return; fi
+  case "$c" in
+    confluent-kafka) v=$("$PYTHON" -c 'import confluent_kafka as c; print(f"{c.version()} (librdkafka {c.libversion()[0]})")' 2>/dev/null) ;;
+    kafka-python) v=$("$PYTHON" -c 'import kafka; print(kafka.__version__)' 2>/dev/null) ;;
+    aiokafka) v=$("$PYTHON" -c 'import aiokafka; print(aiokafka.__version__)' 2>/dev/null) ;;
+    kcat-deb|kcat-216)
+      local k=$KCAT_DEB; [ "$c" = kcat-216 ] && k=$KCAT_216
+      [ -n "$k" ] && v=$("$k" -V 2>/dev/null | sed -n 's/^Version \([^ ]*\) .*librdkafka \([^ ]*\) .*/\1 (librdkafka \2)/p' | head -n 1) ;;
+  esac
+  [ -n "$v" ] || v="unknown"
+  _client_versions[$c]=$v
+  echo "$v"
+}
+
+# kcat_client: the matrix client name of the kcat variant selected by kcat_use.
+kcat_client() { if [ "${KCAT:-}" = "$KCAT_216" ] && [ -n "$KCAT_216" ]; then echo kcat-216; else echo kcat-deb; fi; }
+
+_matrix_row() { # client scenario result description
+  local ver; ver=$(client_version "$1")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$ver" "$2" "$3" "$SUITE_NAME" "$BROKER_KIND" "$4" >>"$COMPAT_RESULTS"
+}
+
+# mcheck CLIENT SCENARIO DESCRIPTION CMD...: check, and record the result as a matrix row.
+mcheck() {
+  local client=$1 scenario=$2 desc=$3; shift 3
+  if check "$client: $desc" "$@"; then _matrix_row "$client" "$scenario" PASS "$desc"; return 0; fi
+  _matrix_row "$client" "$scenario" FAIL "$desc"; return 1
+}
+
+# mcheck_known_bug REASON CLIENT SCENARIO DESCRIPTION CMD...: a check that fails because of a known, recorded
+# broker bug: a failure is XFAIL (does not fail the suite; the matrix row says KNOWN-FAIL and why), a pass is
+# recorded as PASS (and logged as XPASS, so the marker can be removed).
+mcheck_known_bug() {
+  local reason=$1 client=$2 scenario=$3 desc=$4; shift 4
+  if "$@"; then _passed=$((_passed+1)); log "XPASS $client: $desc (marked as known failure: $reason)"
+    _matrix_row "$client" "$scenario" PASS "$desc"; return 0; fi
+  _xfailed=$((_xfailed+1)); log "XFAIL $client: $desc (known failure: $reason)"
+  _matrix_row "$client" "$scenario" "KNOWN-FAIL: $reason" "$desc"; return 1
+}
+
+# mskip CLIENT SCENARIO REASON: records a scenario that could not run here.
+# Under COMPAT_STRICT=1 a scenario that cannot run is a failure.
+mskip() {
+  if [ "${COMPAT_STRICT:-0}" = 1 ]; then fail "$1: $2 cannot run (COMPAT_STRICT=1): $3"; _matrix_row "$1" "$2" FAIL "cannot run: $3"; return; fi
+  skip "$1: $2 ($3)"; _matrix_row "$1" "$2" "SKIP: $3" "$2"
+}

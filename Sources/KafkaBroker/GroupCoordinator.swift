@@ -212,7 +212,9 @@ actor GroupCoordinator {
         var memberId = p.memberId
         if memberId.isEmpty {
             if let inst = p.instanceId, let old = g.staticMembers[inst], let oldMember = g.members[old] {
-                // Static member restarting: the new id replaces the old one (the old id is fenced).
+                // Static member restarting: the new id replaces the old one (the old id is fenced). In a Stable group
+                // whose protocol would not change, that is all (KIP-345): no rebalance, the member keeps its assignment.
+                if let r = replaceStaticMember(g, oldMember, p) { return r }
                 removeMember(g, oldMember, error: .fencedInstanceId, rebalance: false)
             }
             nextMemberSeq += 1
@@ -225,11 +227,9 @@ actor GroupCoordinator {
                 return JoinResult(error: .memberIdRequired, memberId: memberId)
             }
         } else {
+            if isFenced(g, p.instanceId, memberId) { return JoinResult(error: .fencedInstanceId, memberId: memberId) }
             if g.members[memberId] == nil && g.pending[memberId] == nil {
                 return JoinResult(error: .unknownMemberId, memberId: memberId)
-            }
-            if let inst = p.instanceId, let cur = g.staticMembers[inst], cur != memberId {
-                return JoinResult(error: .fencedInstanceId, memberId: memberId)
             }
         }
 
@@ -263,6 +263,32 @@ actor GroupCoordinator {
             member.joinWaiter = c
             checkJoinComplete(g)
         }
+    }
+
+    /// A known static member rejoining without a member id while the group is Stable: if the protocol the group
+    /// would select with the member's (possibly new) protocols is the current one, the member gets a new id, keeps
+    /// its assignment and the generation stays; the old id is fenced. The answer names the previous leader id, so
+    /// a restarted leader acts as a follower and does not compute an assignment a Stable group would not relay
+    /// (what Kafka does). nil = the caller must rebalance instead.
+    private func replaceStaticMember(_ g: Group, _ old: Member, _ p: JoinParams) -> JoinResult? {
+        guard g.state == .stable, let inst = p.instanceId, p.protocolType == g.protocolType,
+              let current = g.protocolName, let previousLeader = g.leader else { return nil }
+        let newId = "\(inst)-\(UUID().uuidString.lowercased())"
+        let m = Member(id: newId, seq: old.seq, instanceId: inst, clientId: p.clientId, clientHost: p.clientHost,
+                       sessionTimeoutMs: p.sessionTimeoutMs, rebalanceTimeoutMs: p.rebalanceTimeoutMs,
+                       protocolType: p.protocolType, protocols: p.protocols, now: now())
+        let next = g.members.values.filter { $0.id != old.id } + [m]
+        guard selectProtocol(next.sorted { $0.seq < $1.seq }) == current else { return nil }
+        m.assignment = old.assignment
+        if let w = old.joinWaiter { old.joinWaiter = nil; w.resume(returning: JoinResult(error: .fencedInstanceId, memberId: old.id)) }
+        if let w = old.syncWaiter { old.syncWaiter = nil; w.resume(returning: SyncResult(error: .fencedInstanceId)) }
+        g.members[old.id] = nil
+        g.members[newId] = m
+        g.staticMembers[inst] = newId
+        if g.leader == old.id { g.leader = newId }
+        Diagnostics.info("group \(g.id): static member \(inst) rejoined as \(newId) (was \(old.id)); no rebalance")
+        return JoinResult(error: nil, generation: g.generation, protocolType: g.protocolType, protocolName: current,
+                          leader: previousLeader, memberId: newId)
     }
 
     private func prepareRebalance(_ g: Group) {
@@ -359,9 +385,17 @@ actor GroupCoordinator {
 
     // MARK: SyncGroup, Heartbeat, LeaveGroup
 
+    /// A request naming a static instance that now belongs to another member id: that caller is a zombie of the
+    /// instance (replaced by a restart) and must stop rather than rejoin and fence the live one in turn.
+    private func isFenced(_ g: Group, _ instanceId: String?, _ memberId: String) -> Bool {
+        guard let inst = instanceId, let cur = g.staticMembers[inst] else { return false }
+        return cur != memberId
+    }
+
     func sync(groupId: String, generation: Int32, memberId: String, instanceId: String?, protocolType: String?,
               protocolName: String?, assignments: [(String, [UInt8])]) async -> SyncResult {
         if closed { return SyncResult(error: .coordinatorNotAvailable) }
+        if let g = groups[groupId], isFenced(g, instanceId, memberId) { return SyncResult(error: .fencedInstanceId) }
         guard let g = groups[groupId], let m = g.members[memberId] else { return SyncResult(error: .unknownMemberId) }
         if let inst = instanceId, g.staticMembers[inst] != memberId { return SyncResult(error: .fencedInstanceId) }
         guard generation == g.generation else { return SyncResult(error: .illegalGeneration) }
@@ -397,6 +431,7 @@ actor GroupCoordinator {
 
     func heartbeat(groupId: String, generation: Int32, memberId: String, instanceId: String?) -> KafkaErrorCode? {
         if closed { return .coordinatorNotAvailable }
+        if let g = groups[groupId], isFenced(g, instanceId, memberId) { return .fencedInstanceId }
         guard let g = groups[groupId], let m = g.members[memberId] else { return .unknownMemberId }
         if let inst = instanceId, g.staticMembers[inst] != memberId { return .fencedInstanceId }
         switch g.state {
@@ -507,6 +542,7 @@ actor GroupCoordinator {
             return generation < 0 ? nil : .unknownMemberId
         }
         if generation < 0 && memberId.isEmpty { return .unknownMemberId }
+        if isFenced(g, instanceId, memberId) { return .fencedInstanceId }
         guard let m = g.members[memberId] else { return .unknownMemberId }
         if let inst = instanceId, g.staticMembers[inst] != memberId { return .fencedInstanceId }
         if g.state == .completingRebalance { return .rebalanceInProgress }

@@ -17,7 +17,7 @@ struct BrokerCommand: AsyncParsableCommand {
             Settings come from, in increasing precedence: defaults, --config FILE (lines of `key = value`),
             environment variables WOODPECKER_<KEY> (e.g. WOODPECKER_LISTEN), and flags.
             Keys: listen, advertise, data-dir, storage, metadata, mode, logstores, default-partitions, auto-create-topics, max-request-bytes,
-            idle-timeout-ms, node-id, cluster-id.
+            idle-timeout-ms, node-id, cluster-id, group-initial-rebalance-delay-ms.
             """)
     @Option(help: "Config file of `key = value` lines.") var config: String?
     @Option(help: "HOST:PORT to listen on (default 127.0.0.1:9092).") var listen: String?
@@ -32,6 +32,8 @@ struct BrokerCommand: AsyncParsableCommand {
     var mode: String?
     @Option(help: "QuorumBuffer: LogStore nodes HOST:PORT,HOST:PORT,HOST:PORT (started with `woodpecker logstore` on the same --storage).")
     var logstores: String?
+    @Option(help: "How long the first rebalance of an empty consumer group waits for more members, ms (Kafka's group.initial.rebalance.delay.ms; default 100).")
+    var groupInitialRebalanceDelayMs: UInt64?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
@@ -40,6 +42,7 @@ struct BrokerCommand: AsyncParsableCommand {
             "listen": listen, "advertise": advertise, "data-dir": dataDir,
             "default-partitions": defaultPartitions.map(String.init), "storage": storage, "metadata": metadata,
             "mode": mode, "logstores": logstores,
+            "group-initial-rebalance-delay-ms": groupInitialRebalanceDelayMs.map(String.init),
         ])
         var cfg = try settings.brokerConfig()
         let nodes = try settings.logstores()
@@ -120,7 +123,8 @@ struct BrokerSettings {
     func brokerConfig() throws -> BrokerConfig {
         var c = BrokerConfig()
         let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
-                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata", "mode", "logstores"]
+                          "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata", "mode", "logstores",
+                          "group-initial-rebalance-delay-ms"]
         for k in values.keys where !known.contains(k) {
             Diagnostics.warn("ignoring unknown setting \(k)")
         }
@@ -137,6 +141,11 @@ struct BrokerSettings {
         if let i = values["idle-timeout-ms"] { c.idleTimeoutMs = try int(i, "idle-timeout-ms") }
         if let n = values["node-id"] { c.nodeId = try int(n, "node-id") }
         if let id = values["cluster-id"] { c.clusterId = id }
+        if let d = values["group-initial-rebalance-delay-ms"] {
+            let ms: UInt64 = try int(d, "group-initial-rebalance-delay-ms")
+            guard ms <= 300_000 else { throw ValidationError("group-initial-rebalance-delay-ms: \(ms) is above 300000 (5 minutes)") }
+            c.groups.initialRebalanceDelayMs = ms
+        }
         return c
     }
 

@@ -273,14 +273,18 @@ struct GroupTests {
             let sy = try await c.syncGroup("static", generation: first.generationId, member: first.memberId,
                                            assignments: [(first.memberId, [4])])
             #expect(sy.errorCode == 0 && sy.assignment == [4])
-            // The same instance restarting (no member id) replaces the old member.
+            // The same instance restarting (no member id) replaces the old member: same generation, no rebalance, and
+            // the answer names the previous leader id so the restarted leader does not assign again (KIP-345).
             let second = try await c.call(s, version: 5, JoinGroupResponse.self)
-            #expect(second.errorCode == 0 && second.memberId != first.memberId && second.leader == second.memberId)
-            #expect(second.members.map(\.memberId) == [second.memberId])
+            #expect(second.errorCode == 0 && second.memberId != first.memberId && second.memberId.hasPrefix("instance-1"))
+            #expect(second.generationId == first.generationId && second.leader == first.memberId && second.members.isEmpty)
+            let sy2 = try await c.syncGroup("static", generation: second.generationId, member: second.memberId)
+            #expect(sy2.errorCode == 0 && sy2.assignment == [4])
             var hb = HeartbeatRequest(groupId: "static", generationId: first.generationId, memberId: first.memberId)
             hb.groupInstanceId = "instance-1"
             let old = try await c.call(hb, version: 3, HeartbeatResponse.self)
-            #expect(old.errorCode == KafkaErrorCode.unknownMemberId.rawValue)
+            #expect(old.errorCode == KafkaErrorCode.fencedInstanceId.rawValue)
+            #expect(try await c.heartbeat("static", generation: second.generationId, member: second.memberId) == 0)
             // LeaveGroup v3 by instance id alone.
             var leave = LeaveGroupRequest()
             leave.groupId = "static"
@@ -288,6 +292,68 @@ struct GroupTests {
             let lr = try await c.call(leave, version: 3, LeaveGroupResponse.self)
             #expect(lr.members.map(\.errorCode) == [0])
             await c.close()
+        }
+    }
+
+    @Test("a static member restarting in a Stable two-member group keeps its assignment, the other member sees no rebalance, the old id is fenced; a protocol change rebalances")
+    func staticMemberRestartWithoutRebalance() async throws {
+        try await withBroker({ $0.groups.initialRebalanceDelayMs = 300 }) { b in
+            let ca = try await b.connect(), cb = try await b.connect()
+            func staticJoin(_ c: TestClient, _ inst: String, member: String = "",
+                            protocols: [(String, [UInt8])] = [("range", [1]), ("roundrobin", [2])]) async throws -> JoinGroupResponse {
+                var r = joinRequest("sg", member: member, protocols: protocols)
+                r.groupInstanceId = inst
+                return try await c.call(r, version: 5, JoinGroupResponse.self)
+            }
+            async let ja = staticJoin(ca, "a")
+            async let jb = staticJoin(cb, "b")
+            let (ra, rb) = try await (ja, jb)
+            #expect(ra.errorCode == 0 && rb.errorCode == 0 && ra.generationId == rb.generationId && ra.protocolName == "range")
+            let (leaderC, leader, followerC, follower) = ra.leader == ra.memberId ? (ca, ra, cb, rb) : (cb, rb, ca, ra)
+            async let fs = followerC.syncGroup("sg", generation: follower.generationId, member: follower.memberId)
+            try await Task.sleep(nanoseconds: 50_000_000)
+            let assignments: [(String, [UInt8])] = [(ra.memberId, [0xA]), (rb.memberId, [0xB])]
+            let ls = try await leaderC.syncGroup("sg", generation: leader.generationId, member: leader.memberId, assignments: assignments)
+            let fsr = try await fs
+            #expect(ls.errorCode == 0 && fsr.errorCode == 0)
+
+            // "b" restarts (a new process: no member id, same instance id).
+            let cb2 = try await b.connect()
+            let rb2 = try await staticJoin(cb2, "b")
+            #expect(rb2.errorCode == 0 && rb2.memberId != rb.memberId)
+            #expect(rb2.generationId == rb.generationId && rb2.leader == ra.leader && rb2.members.isEmpty)
+            let sb2 = try await cb2.syncGroup("sg", generation: rb2.generationId, member: rb2.memberId)
+            #expect(sb2.errorCode == 0 && sb2.assignment == [0xB])
+            // "a" is not disturbed: its generation is still current, no REBALANCE_IN_PROGRESS.
+            #expect(try await ca.heartbeat("sg", generation: ra.generationId, member: ra.memberId) == 0)
+            #expect(try await cb2.heartbeat("sg", generation: rb2.generationId, member: rb2.memberId) == 0)
+            // The old "b" is a zombie: fenced on heartbeat, join and commit, so it cannot fence the new one in turn.
+            var hb = HeartbeatRequest(groupId: "sg", generationId: rb.generationId, memberId: rb.memberId)
+            hb.groupInstanceId = "b"
+            #expect(try await cb.call(hb, version: 3, HeartbeatResponse.self).errorCode == KafkaErrorCode.fencedInstanceId.rawValue)
+            #expect(try await staticJoin(cb, "b", member: rb.memberId).errorCode == KafkaErrorCode.fencedInstanceId.rawValue)
+            var oc = OffsetCommitRequest()
+            oc.groupId = "sg"
+            oc.generationIdOrMemberEpoch = rb.generationId
+            oc.memberId = rb.memberId
+            oc.groupInstanceId = "b"
+            oc.topics = [.init(name: "t", partitions: [.init(partitionIndex: 0, committedOffset: 5, committedLeaderEpoch: -1, committedMetadata: nil)])]
+            let ocr = try await cb.call(oc, version: 8, OffsetCommitResponse.self)
+            #expect(ocr.topics.first?.partitions.first?.errorCode == KafkaErrorCode.fencedInstanceId.rawValue)
+
+            // A restart whose protocols change the group's selection ("range" → "roundrobin") does rebalance.
+            let cb3 = try await b.connect()
+            async let rb3 = staticJoin(cb3, "b", protocols: [("roundrobin", [3])])
+            var hbCode: Int16 = 0
+            for _ in 0..<60 where hbCode == 0 {   // until the join has arrived (bounded: 3 s)
+                try await Task.sleep(nanoseconds: 50_000_000)
+                hbCode = try await ca.heartbeat("sg", generation: ra.generationId, member: ra.memberId)
+            }
+            #expect(hbCode == KafkaErrorCode.rebalanceInProgress.rawValue)
+            let ra3 = try await staticJoin(ca, "a", member: ra.memberId)
+            let r3 = try await rb3
+            #expect(ra3.errorCode == 0 && r3.errorCode == 0 && ra3.generationId == ra.generationId + 1 && ra3.protocolName == "roundrobin")
+            await ca.close(); await cb.close(); await cb2.close(); await cb3.close()
         }
     }
 }

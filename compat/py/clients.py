@@ -28,7 +28,8 @@ def expected(prefix, n):
 def produce_confluent(a, recs, dl):
     from confluent_kafka import Producer
     p = Producer({"bootstrap.servers": a.bootstrap, "acks": "all", "linger.ms": 5,
-                  "enable.idempotence": a.idempotent, "message.timeout.ms": int(a.timeout * 1000)})
+                  "enable.idempotence": a.idempotent, "message.timeout.ms": int(a.timeout * 1000),
+                  "compression.type": a.compression or "none"})
     offsets = [None] * len(recs)
     errors = []
 
@@ -52,7 +53,7 @@ def produce_confluent(a, recs, dl):
 def produce_kafka_python(a, recs, dl):
     from kafka import KafkaProducer
     p = KafkaProducer(bootstrap_servers=a.bootstrap, acks="all", linger_ms=5, enable_idempotence=a.idempotent,
-                      request_timeout_ms=int(min(a.timeout, 30) * 1000))
+                      request_timeout_ms=int(min(a.timeout, 30) * 1000), compression_type=a.compression)
     try:
         futs = [p.send(a.topic, key=k, value=v, headers=h, partition=0) for k, v, h in recs]
         p.flush(timeout=dl.remaining())
@@ -66,7 +67,8 @@ def produce_aiokafka(a, recs, dl):
 
     async def run():
         p = AIOKafkaProducer(bootstrap_servers=a.bootstrap, acks="all", linger_ms=5,
-                             enable_idempotence=a.idempotent, request_timeout_ms=int(min(a.timeout, 30) * 1000))
+                             enable_idempotence=a.idempotent, request_timeout_ms=int(min(a.timeout, 30) * 1000),
+                             compression_type=a.compression)
         try:
             await asyncio.wait_for(p.start(), dl.remaining())
             futs = [await p.send(a.topic, key=k, value=v, headers=h, partition=0) for k, v, h in recs]
@@ -164,6 +166,8 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--prefix", default=None, help="record content seed (default: the topic name)")
     ap.add_argument("--idempotent", action="store_true")
+    ap.add_argument("--compression", choices=("gzip", "snappy", "lz4", "zstd"), default=None,
+                    help="produce: the producer's compression codec")
     ap.add_argument("--extra", type=int, default=1, help="consume: also wait for this many unexpected extra records")
     ap.add_argument("--timeout", type=float, default=60)
     a = ap.parse_args()
@@ -184,7 +188,8 @@ def main():
         if offsets != want:
             bad = next(i for i, (x, y) in enumerate(zip(offsets, want)) if x != y)
             die(f"{a.client}: acknowledged offsets are not contiguous in send order: record {bad} got {offsets[bad]}, expected {want[bad]}")
-        say(f"{a.client}: produced {a.count} records{' (idempotent)' if a.idempotent else ''}, offsets {base}..{base + a.count - 1}")
+        say(f"{a.client}: produced {a.count} records{' (idempotent)' if a.idempotent else ''}"
+            f"{' (' + a.compression + ')' if a.compression else ''}, offsets {base}..{base + a.count - 1}")
         return
 
     fn = {"confluent": consume_confluent, "kafka-python": consume_kafka_python, "aiokafka": consume_aiokafka}[a.client]

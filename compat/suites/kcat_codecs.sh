@@ -12,12 +12,12 @@ variant() {
     T=$(topic_name "codec-$codec")
     in="$COMPAT_TMP/in.$codec.txt"; expect="$COMPAT_TMP/expect.$codec.txt"; out="$COMPAT_TMP/out.$codec.txt"
     "$PYTHON" "$COMPAT_PY/gen_lines.py" --count $N --prefix "z$codec" --out "$in" --expect "$expect" --headers "codec=$codec"
-    check "$KCAT_NAME: -P -z $codec $N records to $T[0]" \
+    mcheck "$(kcat_client)" "produce compressed: $codec" "-P -z $codec $N records to $T[0]" \
       kc -P -t "$T" -p 0 -K: -H "codec=$codec" -z "$codec" -X linger.ms=50 -l "$in"
     kc -C -t "$T" -p 0 -o beginning -e -q -f '%k:%s:%h\n' >"$out"
-    check "$KCAT_NAME: -C reads the $N $codec records back identical" same_file "$expect" "$out"
+    mcheck "$(kcat_client)" "produce compressed: $codec" "-C reads the $N $codec records back identical" same_file "$expect" "$out"
     kc -C -t "$T" -p 0 -o beginning -e -q -f '%o\n' >"$out"
-    check "$KCAT_NAME: $codec records have offsets 0..$((N-1))" same_file <(seq 0 $((N-1))) "$out"
+    mcheck "$(kcat_client)" "produce compressed: $codec" "$codec records have offsets 0..$((N-1))" same_file <(seq 0 $((N-1))) "$out"
   done
 }
 
