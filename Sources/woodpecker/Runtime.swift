@@ -20,8 +20,10 @@ struct Runtime {
 
     /// `<dataDir>/segments` holds log data (one `data.log` per segment), `<dataDir>/meta` the embedded metadata
     /// journal, `<dataDir>/objects` anything stored as objects.
-    static func local(dataDir: String, config: WALConfig = WALConfig()) async throws -> Runtime {
-        try await open(dataDir: dataDir, storage: nil, metadata: nil, config: config)
+    /// `metadata` as in `openMetadata` (nil: embedded under `<dataDir>/meta`). On etcd, several processes may share
+    /// the data dir and the prefix: a newer writer of a log fences the older one.
+    static func local(dataDir: String, metadata: String? = nil, config: WALConfig = WALConfig()) async throws -> Runtime {
+        try await open(dataDir: dataDir, storage: nil, metadata: metadata, config: config)
     }
 
     /// The metadata store chosen by URL: nil or `embedded` (a journal under `<dataDir>/meta`), or
