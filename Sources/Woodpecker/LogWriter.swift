@@ -573,7 +573,7 @@ public actor LogWriter {
                 await self.renewed(sentAt: now, result)
             }
         }
-        armLeaseTimer(afterMs: min(renewIntervalMs, leaseDeadlineMs - now))
+        armLeaseTimer(afterMs: min(renewIntervalMs, leaseDeadlineMs > now ? leaseDeadlineMs - now : 1))
     }
 
     private func renewed(sentAt: UInt64, _ result: Result<Void, WoodpeckerError>) {
