@@ -630,8 +630,12 @@ public actor LogWriter {
         }
     }
 
-    /// The writer's lease id (0 without a lease), for diagnostics and tests.
+    /// The writer's lease id (0 without a lease, and after close), for diagnostics and tests.
     public var lease: Int64 { leaseId }
+    /// True once the writer stopped because its lease lapsed (expired, revoked, or the store unreachable for a
+    /// TTL) rather than because a newer writer fenced it: the log may have no writer now, and a caller that
+    /// still wants to write should open a new writer once the metadata store answers again.
+    public var lostLease: Bool { leaseLost }
 
     // MARK: closing
 

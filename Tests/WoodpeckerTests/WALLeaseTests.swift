@@ -24,6 +24,7 @@ import WoodpeckerMetadata
             #expect(stopped, "the writer noticed the revoked lease within a renewal interval (333 ms)")
             let e = await expectWoodpeckerError(.lockLost) { _ = try await w.append(bytes("after")) }
             #expect(e?.message.contains("expired or was revoked") == true, "\(String(describing: e))")
+            #expect(await w.lostLease)
             try await w.close()
             let w2 = try await log.openWriter()
             acked.append((try await w2.append(bytes("new")), "new"))
@@ -45,6 +46,7 @@ import WoodpeckerMetadata
             _ = try await w.append(bytes("x"))
             let w2 = try await env.client(config).openLog("nolease").openWriter()
             _ = await expectWoodpeckerError(.lockLost) { _ = try await w.append(bytes("y")) }
+            #expect(await w.lostLease == false, "fenced by a newer writer, not a lease lapse")
             try await w2.close()
             try await w.close()
         }
