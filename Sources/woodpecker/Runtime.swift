@@ -40,8 +40,14 @@ struct Runtime {
         options.username = loc.username
         options.password = loc.password
         let store = EtcdMetadataStore(endpoints: loc.endpoints, loop: loop, options: options)
-        // Fail at startup, naming the endpoints, rather than on the first request.
-        _ = try await onLoop(loop) { try await store.get(loc.prefix + "woodpecker/logidgen") }
+        // Fail at startup, naming the endpoints, rather than on the first request. A store that failed is closed
+        // before the error propagates: its connections must not outlive it on the loop.
+        do {
+            _ = try await onLoop(loop) { try await store.get(loc.prefix + "woodpecker/logidgen") }
+        } catch {
+            _ = try? await onLoop(loop) { await store.close() }
+            throw error
+        }
         return (store, loc.prefix)
     }
 

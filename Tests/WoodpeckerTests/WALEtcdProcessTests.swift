@@ -15,6 +15,13 @@ struct WALEtcdProcessTests {
         return !c.process.isRunning
     }
 
+    /// Closes the child's stdin through its `FileHandle` (which then does not close the descriptor again when it is
+    /// deallocated; `Child.closeStdin()` closes the raw descriptor, and the handle's later close can hit whatever
+    /// reused that number in this process).
+    static func endInput(_ c: Child) {
+        (c.process.standardInput as? Pipe)?.fileHandleForWriting.closeFile()
+    }
+
     /// Feeds `lines` in chunks of 25 with small pauses; returns the lines written.
     static func feed(_ c: Child, _ lines: [String]) -> [String] {
         var sent: [String] = []
@@ -58,7 +65,7 @@ struct WALEtcdProcessTests {
         #expect(errA.contains("lockLost") && (errA.contains("fenced") || errA.contains("lease")), "stderr names the lost lock: \(errA)")
 
         let sentB2 = Self.feed(b, (100..<200).map { "b\($0)" })
-        b.closeStdin()
+        Self.endInput(b)
         #expect(b.finish() == 0, "the newer writer finishes cleanly: \(b.stderr)")
         let sentB = sentB1 + sentB2
         #expect(b.lines.count == sentB.count, "every line of the newer writer acknowledged")
@@ -69,7 +76,7 @@ struct WALEtcdProcessTests {
         #expect(a.lines.count >= 200 && a.lines.count < 400, "older writer: \(a.lines.count) acknowledged")
 
         let r = try Child(["wal", "read", "--data-dir", dir, "--log", "shared", "--metadata", url])
-        r.closeStdin()
+        Self.endInput(r)
         #expect(r.finish() == 0, "wal read: \(r.stderr)")
         var got: [String: String] = [:]
         for line in r.lines {
@@ -88,7 +95,7 @@ struct WALEtcdProcessTests {
         let dir = NSTemporaryDirectory() + "wp-wal-noetcd-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let c = try Child(["wal", "append", "--data-dir", dir, "--log", "x", "--metadata", "etcd://127.0.0.1:\(port)/p"])
-        c.closeStdin()
+        Self.endInput(c)
         #expect(Self.exits(c, within: 15_000))
         #expect(c.finish() != 0)
         #expect(c.stderr.contains("127.0.0.1:\(port)") && c.stderr.contains("metadataUnavailable"), "\(c.stderr)")
