@@ -521,7 +521,14 @@ public actor LogWriter {
         leaseId = try await metadata.grantLease(ttlSeconds: config.writerLeaseTTLSeconds)
         leaseDeadlineMs = sentAt + leaseTTLMs
         armLeaseTimer(afterMs: renewIntervalMs)
-        try await log.takeWriterLock(lease: leaseId, writer: writerName)
+        do {
+            try await log.takeWriterLock(lease: leaseId, writer: writerName)
+        } catch let e as WoodpeckerError where e.code == .keyNotFound {
+            leaseLost = true
+            throw WoodpeckerError(.lockLost,
+                "log \(log.name): writer lease \(leaseId) expired before the writer lock was taken (\(log.client.metadata.description) answered slower than the lease TTL of \(config.writerLeaseTTLSeconds) s); retry, or raise writerLeaseTTLSeconds",
+                retryable: true)
+        }
     }
 
     /// True while the lease is surely valid (always without a lease). A clock read, no metadata call.

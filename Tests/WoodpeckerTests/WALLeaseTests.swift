@@ -10,7 +10,7 @@ import WoodpeckerMetadata
     /// writer then opens and reads back everything acknowledged.
     @Test func revokedLeaseStopsTheWriterOnTheEmbeddedStore() async throws {
         try await withWAL(.segments) { env in
-            let config = WALConfig.test.with { $0.writerLeaseTTLSeconds = 1 }
+            let config = WALConfig.test.with { $0.writerLeaseTTLSeconds = 3 }
             let log = try await env.client(config).createLog("lease")
             let w = try await log.openWriter()
             let lease = await w.lease
@@ -20,8 +20,8 @@ import WoodpeckerMetadata
             var acked: [(LogMessageId, String)] = []
             for i in 0..<5 { acked.append((try await w.append(bytes("e\(i)")), "e\(i)")) }
             try await env.metadata.revokeLease(lease)
-            let stopped = await eventually(env.loop, timeoutMs: 2_000) { await !w.isWritable }
-            #expect(stopped, "the writer noticed the revoked lease within a renewal interval (333 ms)")
+            let stopped = await eventually(env.loop, timeoutMs: 3_000) { await !w.isWritable }
+            #expect(stopped, "the writer noticed the revoked lease within a renewal interval (1 s)")
             let e = await expectWoodpeckerError(.lockLost) { _ = try await w.append(bytes("after")) }
             #expect(e?.message.contains("expired or was revoked") == true, "\(String(describing: e))")
             #expect(await w.lostLease)
