@@ -21,8 +21,9 @@ import WoodpeckerStorage
 ///   than the store does). Past that point (the lease expired or was revoked, or the store was unreachable for a
 ///   whole TTL) it stops for good: in-flight, buffered and later appends fail with `.lockLost`, and nothing is
 ///   acknowledged afterwards — every acknowledgement checks the deadline (a clock read, no metadata call on the
-///   append path). A newer writer takes over at once by fencing the segments; once this lease is gone, nothing
-///   of this writer is left in the metadata.
+///   append path). A newer writer takes over at once by fencing the segments (it does not wait for this lease to
+///   go); the lock key disappears with the lease, and `close()` revokes it. A caller that wants to keep writing
+///   after a lapse (`lostLease`) opens a new writer once the store answers again.
 public actor LogWriter {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     let loop: EventLoop
