@@ -160,22 +160,49 @@ public actor Log {
     nonisolated func chooseEnsemble() throws -> [String]? { try client.pool?.chooseEnsemble() }
 
     /// All segment metadata in id order.
+    /// Throws `.metadataCorrupted` naming the key and the store when a segment key holds a valid record of
+    /// another segment or does not follow the layout (`<segments prefix><19-digit id>`).
     public func segmentMetas() async throws -> [Versioned<SegmentMeta>] {
         let kvs = try await client.metadata.range(prefix: client.keys.segmentsPrefix(name))
-        return try kvs.map { Versioned(value: try MetaCodec.decode(SegmentMeta.self, $0), modRevision: $0.modRevision) }
-            .sorted { $0.value.segmentId < $1.value.segmentId }
+        return try kvs.map { try decodeSegment($0) }.sorted { $0.value.segmentId < $1.value.segmentId }
     }
 
     func segmentMeta(_ id: Int64) async throws -> Versioned<SegmentMeta>? {
         guard let kv = try await client.metadata.get(client.keys.segment(name, id)) else { return nil }
-        return Versioned(value: try MetaCodec.decode(SegmentMeta.self, kv), modRevision: kv.modRevision)
+        return try decodeSegment(kv)
+    }
+
+    private nonisolated func decodeSegment(_ kv: KeyValue) throws -> Versioned<SegmentMeta> {
+        let meta = try MetaCodec.decode(SegmentMeta.self, kv, in: client.metadata.description)
+        guard kv.key == client.keys.segment(name, meta.segmentId) else {
+            throw WoodpeckerError(.metadataCorrupted,
+                "\(client.metadata.description): metadata key \(kv.key) holds segment \(meta.segmentId) of log \(name), but that segment's key is \(client.keys.segment(name, meta.segmentId)); the prefix holds keys not written by this version of Woodpecker (another application, or a foreign key layout): use another prefix or remove the key")
+        }
+        return Versioned(value: meta, modRevision: kv.modRevision)
     }
 
     public func logMeta() async throws -> Versioned<LogMeta> {
         guard let kv = try await client.metadata.get(client.keys.log(name)) else {
             throw WoodpeckerError(.logNotFound, "log \(name) does not exist (deleted?)")
         }
-        return Versioned(value: try MetaCodec.decode(LogMeta.self, kv), modRevision: kv.modRevision)
+        return Versioned(value: try client.decodeLogMeta(kv, name: name), modRevision: kv.modRevision)
+    }
+
+    /// Takes the writer lock of this log for `lease`: `<root>/logs/<name>/writer`, attached to the lease, replacing
+    /// any previous holder's (the previous writer is then fenced through its segments). `.logNotFound` if the log
+    /// was deleted.
+    func takeWriterLock(lease: Int64, writer: String) async throws {
+        let key = client.keys.writerLock(name)
+        let value = MetaCodec.encode(WriterLockMeta(writer: writer, lease: lease, openedAtMs: Clock.wallMillis()))
+        let r = try await client.metadata.txn(compare: [.exists(client.keys.log(name))],
+                                              then: [.put(key: key, value: value, lease: lease)], else: [])
+        guard r.succeeded else { throw WoodpeckerError(.logNotFound, "log \(name) was deleted") }
+    }
+
+    /// The current holder of the writer lock, or nil when no writer holds a live lease.
+    public func writerLock() async throws -> WriterLockMeta? {
+        guard let kv = try await client.metadata.get(client.keys.writerLock(name)) else { return nil }
+        return try MetaCodec.decode(WriterLockMeta.self, kv, in: client.metadata.description)
     }
 
     /// Creates segment metadata if the log exists and the segment does not. A conflict means another writer

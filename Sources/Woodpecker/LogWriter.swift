@@ -15,6 +15,15 @@ import WoodpeckerStorage
 ///   An older writer then fails with `.lockLost` on its next flush or roll, and acknowledges nothing the new
 ///   writer did not seal in.
 /// - Memory is bounded by `writerBufferBytes`: appends wait for space (at most `appendWaitTimeoutMs`).
+/// - Lease (when `writerLeaseTTLSeconds` > 0): the writer holds a metadata-store lease with that TTL, renewed in the
+///   background every third of the TTL, and its lock key `<root>/logs/<name>/writer` is attached to it. The
+///   writer counts its lease as valid until TTL after the *send* time of the last successful renewal (never later
+///   than the store does). Past that point (the lease expired or was revoked, or the store was unreachable for a
+///   whole TTL) it stops for good: in-flight, buffered and later appends fail with `.lockLost`, and nothing is
+///   acknowledged afterwards — every acknowledgement checks the deadline (a clock read, no metadata call on the
+///   append path). A newer writer takes over at once by fencing the segments (it does not wait for this lease to
+///   go); the lock key disappears with the lease, and `close()` revokes it. A caller that wants to keep writing
+///   after a lapse (`lostLease`) opens a new writer once the store answers again.
 public actor LogWriter {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     let loop: EventLoop
@@ -84,6 +93,14 @@ public actor LogWriter {
     private var nextWaiterId: UInt64 = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var auditor: Task<Void, Never>?
+    /// The writer's lease (0 = none), the monotonic ms until which it is surely valid, the renewal timer, and
+    /// whether a renewal is in flight.
+    private var leaseId: Int64 = 0
+    private var leaseDeadlineMs: UInt64 = .max
+    private var leaseTimer: LoopTimer?
+    private var leaseRenewing = false
+    private var leaseLost = false
+    private var lastRenewalError: WoodpeckerError?
     /// Blocks and payload bytes made durable by this writer (for benchmarks and diagnostics).
     public private(set) var blocksFlushed = 0
     public private(set) var bytesFlushed = 0
@@ -105,19 +122,20 @@ public actor LogWriter {
     /// Fences every active segment, then claims the next segment id. Retries a bounded number of times if
     /// another writer races for the same id.
     func start() async throws {
-        var attempt = 0
-        while true {
-            let segments = try await log.segmentMetas()
-            for s in segments where s.value.state == .active {
-                try await log.fenceAndComplete(s)
-            }
-            let nextId = (segments.last?.value.segmentId ?? -1) + 1
+        do {
+            // The lease and lock are independent of fencing (segments do the excluding): take them concurrently so
+            // that opening costs about one metadata round trip more than without a lease, not three.
+            async let leased: Void = startLease()
             do {
-                segment = try await createSegment(nextId)
-                break
-            } catch let e as WoodpeckerError where e.code == .lockLost && attempt < config.controlRetries {
-                attempt += 1
+                try await claimSegment()
+            } catch {
+                try? await leased
+                throw error
             }
+            try await leased
+        } catch {
+            await releaseLease()
+            throw error
         }
         if config.auditIntervalMs > 0 {
             let interval = config.auditIntervalMs
@@ -127,6 +145,23 @@ public actor LogWriter {
                     if Task.isCancelled { break }
                     await log.audit()
                 }
+            }
+        }
+    }
+
+    private func claimSegment() async throws {
+        var attempt = 0
+        while true {
+            let segments = try await log.segmentMetas()
+            for s in segments where s.value.state == .active {
+                try await log.fenceAndComplete(s)
+            }
+            let nextId = (segments.last?.value.segmentId ?? -1) + 1
+            do {
+                segment = try await createSegment(nextId)
+                return
+            } catch let e as WoodpeckerError where e.code == .lockLost && attempt < config.controlRetries {
+                attempt += 1
             }
         }
     }
@@ -177,6 +212,7 @@ public actor LogWriter {
     }
 
     private func enqueue(_ payload: ByteBuffer, key: Int64, timestamp: Int64, _ completion: @escaping Completion) {
+        if case .open = state, !leaseHeld() { loseLease(leaseExpiredError()) }
         if case let .failed(e) = state { return completion(.failure(e)) }
         let size = payload.readableBytes
         guard size > 0, size <= config.maxEntryBytes else {
@@ -339,6 +375,11 @@ public actor LogWriter {
 
     /// Acknowledges finished blocks from the head, in order. The first failure fails every later block.
     private func completeInOrder() {
+        // Nothing is acknowledged once the lease may have lapsed: a newer writer may own the log by now.
+        if case .open = state, !leaseHeld() {
+            loseLease(leaseExpiredError())
+            return
+        }
         var acked: [DecodedBlock] = []
         while let head = inFlight.first, let result = head.result {
             inFlight.removeFirst()
@@ -416,6 +457,7 @@ public actor LogWriter {
                     try await completeOwn(seg)
                     segmentCompleted = true
                 }
+                if case .failed = state { return }  // the lease was lost meanwhile: open nothing more
                 segment = try await createSegment(seg.id + 1)
                 segmentCompleted = false
                 rollPending = false
@@ -464,6 +506,7 @@ public actor LogWriter {
 
     private func fenced(_ e: WoodpeckerError) {
         state = .failed(e)
+        stopLeaseTimer()
         failQueued(e)
         for w in spaceWaiters { w.c.resume(throwing: e) }
         spaceWaiters.removeAll()
@@ -475,6 +518,141 @@ public actor LogWriter {
         closeWaiters.removeAll()
         for w in ws { w.resume() }
     }
+
+    // MARK: lease
+
+    private var leaseTTLMs: UInt64 { UInt64(config.writerLeaseTTLSeconds) * 1000 }
+
+    /// Grants the lease, attaches the writer lock to it and starts renewing it.
+    private func startLease() async throws {
+        guard config.writerLeaseTTLSeconds > 0 else { return }
+        let sentAt = Clock.monotonicMillis()
+        let metadata = log.client.metadata
+        leaseId = try await metadata.grantLease(ttlSeconds: config.writerLeaseTTLSeconds)
+        leaseDeadlineMs = sentAt + leaseTTLMs
+        armLeaseTimer(afterMs: renewIntervalMs)
+        do {
+            try await log.takeWriterLock(lease: leaseId, writer: writerName)
+        } catch let e as WoodpeckerError where e.code == .keyNotFound {
+            leaseLost = true
+            throw WoodpeckerError(.lockLost,
+                "log \(log.name): writer lease \(leaseId) expired before the writer lock was taken (\(log.client.metadata.description) answered slower than the lease TTL of \(config.writerLeaseTTLSeconds) s); retry, or raise writerLeaseTTLSeconds",
+                retryable: true)
+        }
+    }
+
+    /// True while the lease is surely valid (always without a lease). A clock read, no metadata call.
+    private func leaseHeld() -> Bool {
+        leaseId == 0 || (!leaseLost && Clock.monotonicMillis() < leaseDeadlineMs)
+    }
+
+    private var renewIntervalMs: UInt64 { max(1, leaseTTLMs / 3) }
+
+    private func leaseExpiredError() -> WoodpeckerError {
+        let cause = lastRenewalError.map { "; last renewal error: \($0.message)" } ?? ""
+        return WoodpeckerError(.lockLost,
+            "log \(log.name): writer lease \(leaseId) lost: not renewed within its TTL of \(config.writerLeaseTTLSeconds) s (metadata store \(log.client.metadata.description) unreachable or too slow\(cause)); this writer has stopped and acknowledges nothing more: reopen the writer")
+    }
+
+    private func armLeaseTimer(afterMs: UInt64) {
+        if leaseTimer == nil {
+            leaseTimer = LoopTimer(loop: loop) { [weak self] in
+                guard let self else { return }
+                self.assumeIsolated { $0.leaseTimerFired() }
+            }
+        }
+        leaseTimer!.start(afterMs: max(1, afterMs))
+    }
+
+    private func stopLeaseTimer() {
+        guard let t = leaseTimer else { return }
+        leaseTimer = nil
+        t.close()
+        // May run inside the timer's own callback: keep the object alive until that returns.
+        loop.execute { withExtendedLifetime(t) {} }
+    }
+
+    /// Renews the lease every third of the TTL; fires at the deadline too, so a lapse stops the writer on time
+    /// even while a renewal hangs.
+    private func leaseTimerFired() {
+        guard leaseId != 0, case .open = state else { return }
+        let now = Clock.monotonicMillis()
+        if !leaseHeld() {
+            loseLease(leaseExpiredError())
+            return
+        }
+        if !leaseRenewing {
+            leaseRenewing = true
+            let id = leaseId
+            let metadata = log.client.metadata
+            Task(executorPreference: loop) {
+                let result: Result<Void, WoodpeckerError>
+                do {
+                    try await metadata.keepAlive(lease: id)
+                    result = .success(())
+                } catch let e as WoodpeckerError {
+                    result = .failure(e)
+                } catch {
+                    result = .failure(WoodpeckerError(.internalError, "keep-alive of lease \(id): \(error)"))
+                }
+                await self.renewed(sentAt: now, result)
+            }
+        }
+        armLeaseTimer(afterMs: min(renewIntervalMs, leaseDeadlineMs > now ? leaseDeadlineMs - now : 1))
+    }
+
+    private func renewed(sentAt: UInt64, _ result: Result<Void, WoodpeckerError>) {
+        leaseRenewing = false
+        guard case .open = state, leaseId != 0 else { return }
+        switch result {
+        case .success:
+            // The store renewed at or after `sentAt`. A renewal answered after the deadline revives nothing.
+            guard leaseHeld() else { return loseLease(leaseExpiredError()) }
+            leaseDeadlineMs = sentAt + leaseTTLMs
+            lastRenewalError = nil
+        case let .failure(e) where e.code == .keyNotFound:
+            loseLease(WoodpeckerError(.lockLost,
+                "log \(log.name): writer lease \(leaseId) lost: it expired or was revoked on \(log.client.metadata.description); this writer has stopped and acknowledges nothing more: reopen the writer"))
+        case let .failure(e):
+            // Unreachable or slow: retry soon; the deadline timer stops the writer if this lasts a whole TTL.
+            lastRenewalError = e
+            let now = Clock.monotonicMillis()
+            if now < leaseDeadlineMs { armLeaseTimer(afterMs: min(min(500, renewIntervalMs), leaseDeadlineMs - now)) }
+        }
+    }
+
+    /// Stops the writer for good: fails what is in flight and queued, and everything later, with `e`.
+    private func loseLease(_ e: WoodpeckerError) {
+        guard case .open = state else { return }
+        leaseLost = true
+        Diagnostics.warn(e.message)
+        for b in inFlight { fail(b, e) }
+        inFlightBytes -= inFlight.reduce(0) { $0 + $1.bytes }
+        inFlight.removeAll()
+        fenced(e)
+    }
+
+    /// Revokes the lease (deleting the lock key if this writer still holds it), unless it is already lost.
+    private func releaseLease() async {
+        stopLeaseTimer()
+        guard leaseId != 0 else { return }
+        let id = leaseId
+        leaseId = 0
+        if leaseLost { return }
+        do {
+            try await log.client.metadata.revokeLease(id)
+        } catch {
+            // It expires on its own within the TTL; nothing depends on the revoke.
+            Diagnostics.warn("log \(log.name): revoking writer lease \(id) failed (it expires within \(config.writerLeaseTTLSeconds) s): \(error)")
+        }
+    }
+
+    /// The writer's lease id (0 without a lease, and after close), for diagnostics and tests.
+    public var lease: Int64 { leaseId }
+    /// True once the writer stopped because its lease lapsed (expired, revoked, or the store unreachable for a
+    /// TTL) rather than because a newer writer fenced it: the log may have no writer now, and a caller that
+    /// still wants to write should open a new writer once the metadata store answers again.
+    public var lostLease: Bool { leaseLost }
 
     // MARK: closing
 
@@ -494,6 +672,7 @@ public actor LogWriter {
         }
         timer?.close()
         timer = nil
+        await releaseLease()
         await log.writerClosed(self)
     }
 

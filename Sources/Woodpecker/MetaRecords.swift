@@ -41,6 +41,14 @@ public struct SegmentMeta: Codable, Sendable, Equatable {
     public var quorum: [String]?
 }
 
+/// Value of `<root>/logs/<name>/writer`: who holds the log's writer lock, attached to that writer's lease (so it
+/// disappears when the lease expires or is revoked). A newer writer overwrites it with its own lease.
+public struct WriterLockMeta: Codable, Sendable, Equatable {
+    public var writer: String
+    public var lease: Int64
+    public var openedAtMs: Int64
+}
+
 /// A decoded value with the modRevision it was read at (the CAS guard for the next change).
 public struct Versioned<T: Sendable>: Sendable {
     public var value: T
@@ -53,6 +61,7 @@ struct MetaKeys: Sendable {
     var logIdGen: String { "\(root)/logidgen" }
     var logsPrefix: String { "\(root)/logs/" }
     func log(_ name: String) -> String { "\(root)/logs/\(name)" }
+    func writerLock(_ name: String) -> String { "\(root)/logs/\(name)/writer" }
     func segmentsPrefix(_ name: String) -> String { "\(root)/logs/\(name)/segments/" }
     func segment(_ name: String, _ id: Int64) -> String { "\(root)/logs/\(name)/segments/\(pad(id))" }
     /// Zero-padded so that a prefix range returns segments in id order.
@@ -70,12 +79,19 @@ enum MetaCodec {
         return Array(try! enc.encode(v))
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ kv: KeyValue) throws -> T {
+    /// Decodes a value read from `store` (named in the error, e.g. the etcd endpoints).
+    static func decode<T: Decodable>(_ type: T.Type, _ kv: KeyValue, in store: String) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: Data(kv.value))
         } catch {
             throw WoodpeckerError(.metadataCorrupted,
-                                  "metadata key \(kv.key) does not hold a valid \(T.self): \(error); inspect or delete the key")
+                                  "\(store): metadata key \(kv.key) does not hold a valid \(T.self) (\(kv.value.count) bytes: \(preview(kv.value))): \(error); inspect or delete the key")
         }
+    }
+
+    /// The start of a value, printable, for error messages.
+    static func preview(_ v: [UInt8]) -> String {
+        let s = String(decoding: v.prefix(64), as: UTF8.self).map { $0.isASCII && !$0.isNewline ? String($0) : "?" }.joined()
+        return (v.count > 64 ? s + "..." : s).debugDescription
     }
 }

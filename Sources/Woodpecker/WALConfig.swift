@@ -32,6 +32,11 @@ public struct WALConfig: Sendable {
     public var readAheadBlocks: Int = 4
     /// Attempts for metadata and storage steps of fencing, completion and rolling.
     public var controlRetries: Int = 5
+    /// TTL of the lease each writer holds on the metadata store (0 = no lease). The writer renews it every third
+    /// of the TTL in the background; once a renewal has not succeeded for a whole TTL (the lease expired or was
+    /// revoked, or the store was unreachable), the writer stops: nothing more is acknowledged and appends fail
+    /// with `.lockLost`. The writer's lock key is attached to the lease.
+    public var writerLeaseTTLSeconds: Int64 = 10
 
     public init() {}
 }

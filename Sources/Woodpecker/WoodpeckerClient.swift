@@ -74,7 +74,7 @@ public final class WoodpeckerClient: Sendable {
         try Self.validate(name)
         for _ in 0..<max(1, config.controlRetries) {
             let gen = try await metadata.get(keys.logIdGen)
-            let current = gen.map { Int64($0.stringValue) ?? 0 } ?? 0
+            let current = try gen.map { try decodeLogIdGen($0) } ?? 0
             let logId = current + 1
             let meta = LogMeta(logId: logId, name: name, createTimeMs: Clock.wallMillis())
             let genGuard: Compare = gen.map { .unchanged(keys.logIdGen, modRevision: $0.modRevision) } ?? .absent(keys.logIdGen)
@@ -103,7 +103,7 @@ public final class WoodpeckerClient: Sendable {
         guard let kv = try await metadata.get(keys.log(name)) else {
             throw WoodpeckerError(.logNotFound, "log \(name) does not exist; create it first")
         }
-        let meta = try MetaCodec.decode(LogMeta.self, kv)
+        let meta = try decodeLogMeta(kv, name: name)
         return await registry.log(name: name, logId: meta.logId, client: self)
     }
 
@@ -136,7 +136,7 @@ public final class WoodpeckerClient: Sendable {
     /// Deletes a log: its objects first, then its metadata. Idempotent.
     public func deleteLog(_ name: String) async throws {
         guard let kv = try await metadata.get(keys.log(name)) else { return }
-        let meta = try MetaCodec.decode(LogMeta.self, kv)
+        let meta = try decodeLogMeta(kv, name: name)
         let log = await registry.log(name: name, logId: meta.logId, client: self)
         for s in try await log.segmentMetas() {
             try await log.segmentStore(s.value.segmentId).deleteAll()
@@ -144,8 +144,29 @@ public final class WoodpeckerClient: Sendable {
         let objects = try await store.listAll(prefix: "\(objectPrefix)\(meta.logId)/").map(\.key)
         try await store.delete(keys: objects)
         _ = try await metadata.txn(compare: [.unchanged(keys.log(name), modRevision: kv.modRevision)],
-                                   then: [.deletePrefix(keys.segmentsPrefix(name)), .delete(key: keys.log(name))])
+                                   then: [.deletePrefix(keys.segmentsPrefix(name)), .delete(key: keys.writerLock(name)),
+                                          .delete(key: keys.log(name))])
         await registry.forget(name)
+    }
+
+    /// A log record that decodes and belongs at this key; anything else is `.metadataCorrupted` naming the key and
+    /// the store (never silently reused: a wrong log id would mix two logs' data).
+    func decodeLogMeta(_ kv: KeyValue, name: String) throws -> LogMeta {
+        let meta = try MetaCodec.decode(LogMeta.self, kv, in: metadata.description)
+        guard meta.name == name, meta.logId > 0 else {
+            throw WoodpeckerError(.metadataCorrupted,
+                "\(metadata.description): metadata key \(kv.key) holds log \(meta.name.debugDescription) with id \(meta.logId), not log \(name.debugDescription); the prefix holds keys not written by this version of Woodpecker (a foreign key layout?): use another prefix or inspect the key")
+        }
+        return meta
+    }
+
+    /// The log id counter: a positive decimal integer. Anything else would hand out ids already in use.
+    func decodeLogIdGen(_ kv: KeyValue) throws -> Int64 {
+        guard let v = Int64(kv.stringValue), v >= 0 else {
+            throw WoodpeckerError(.metadataCorrupted,
+                "\(metadata.description): metadata key \(kv.key) must hold the last log id as a decimal integer, but holds \(MetaCodec.preview(kv.value)); creating logs would reuse ids of existing logs: restore the key or use another prefix")
+        }
+        return v
     }
 
     static func validate(_ name: String) throws {

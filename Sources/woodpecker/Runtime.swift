@@ -21,8 +21,10 @@ struct Runtime {
 
     /// `<dataDir>/segments` holds log data (one `data.log` per segment), `<dataDir>/meta` the embedded metadata
     /// journal, `<dataDir>/objects` anything stored as objects.
-    static func local(dataDir: String, config: WALConfig = WALConfig()) async throws -> Runtime {
-        try await open(dataDir: dataDir, storage: nil, metadata: nil, config: config)
+    /// `metadata` as in `openMetadata` (nil: embedded under `<dataDir>/meta`). On etcd, several processes may share
+    /// the data dir and the prefix: a newer writer of a log fences the older one.
+    static func local(dataDir: String, metadata: String? = nil, config: WALConfig = WALConfig()) async throws -> Runtime {
+        try await open(dataDir: dataDir, storage: nil, metadata: metadata, config: config)
     }
 
     /// The metadata store chosen by URL: nil or `embedded` (a journal under `<dataDir>/meta`), or
@@ -39,8 +41,14 @@ struct Runtime {
         options.username = loc.username
         options.password = loc.password
         let store = EtcdMetadataStore(endpoints: loc.endpoints, loop: loop, options: options)
-        // Fail at startup, naming the endpoints, rather than on the first request.
-        _ = try await onLoop(loop) { try await store.get(loc.prefix + "woodpecker/logidgen") }
+        // Fail at startup, naming the endpoints, rather than on the first request. A store that failed is closed
+        // before the error propagates: its connections must not outlive it on the loop.
+        do {
+            _ = try await onLoop(loop) { try await store.get(loc.prefix + "woodpecker/logidgen") }
+        } catch {
+            _ = try? await onLoop(loop) { await store.close() }
+            throw error
+        }
         return (store, loc.prefix)
     }
 

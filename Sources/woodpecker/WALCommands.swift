@@ -13,10 +13,12 @@ struct WALAppend: AsyncParsableCommand {
         abstract: "Append each stdin line as one entry; print SEGMENT:ENTRY for each once it is durable.")
     @Option(help: "Data directory (objects and metadata).") var dataDir: String
     @Option(help: "Log name (created when missing).") var log: String
+    @Option(help: "Metadata store: embedded (a journal under the data dir, one process at a time) or etcd://HOST:PORT[,HOST:PORT]/PREFIX (shared by processes).")
+    var metadata: String = "embedded"
     @Option(help: "Entries in flight before reading more input.") var window: Int = 4096
 
     func run() async throws {
-        let rt = try await Runtime.local(dataDir: dataDir)
+        let rt = try await Runtime.local(dataDir: dataDir, metadata: metadata)
         let name = log
         let window = max(1, window)
         try await onLoop(rt.loop) {
@@ -118,6 +120,8 @@ struct WALRead: AsyncParsableCommand {
         commandName: "read", abstract: "Print SEGMENT:ENTRY<TAB>payload for each entry of a log.")
     @Option(help: "Data directory.") var dataDir: String
     @Option(help: "Log name.") var log: String
+    @Option(help: "Metadata store: embedded (a journal under the data dir, one process at a time) or etcd://HOST:PORT[,HOST:PORT]/PREFIX (shared by processes).")
+    var metadata: String = "embedded"
     @Option(help: "earliest, latest, or SEGMENT:ENTRY") var from: String = "earliest"
     @Flag(help: "Keep waiting for new entries.") var follow = false
 
@@ -132,7 +136,7 @@ struct WALRead: AsyncParsableCommand {
             }
             position = .id(id)
         }
-        let rt = try await Runtime.local(dataDir: dataDir)
+        let rt = try await Runtime.local(dataDir: dataDir, metadata: metadata)
         let name = log
         let follow = follow
         try await onLoop(rt.loop) {
@@ -158,9 +162,11 @@ struct WALRead: AsyncParsableCommand {
 struct WALList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List logs and their segments.")
     @Option(help: "Data directory.") var dataDir: String
+    @Option(help: "Metadata store: embedded (a journal under the data dir, one process at a time) or etcd://HOST:PORT[,HOST:PORT]/PREFIX (shared by processes).")
+    var metadata: String = "embedded"
 
     func run() async throws {
-        let rt = try await Runtime.local(dataDir: dataDir)
+        let rt = try await Runtime.local(dataDir: dataDir, metadata: metadata)
         try await onLoop(rt.loop) {
             var out = StdoutWriter()
             for name in try await rt.client.listLogs() {
