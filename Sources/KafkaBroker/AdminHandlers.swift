@@ -34,6 +34,12 @@ extension Broker {
                 case let .invalidConfig(m): res.errorCode = KafkaErrorCode.invalidConfig.rawValue
                     res.errorMessage = m
                 }
+            } catch let e as WoodpeckerError {
+                // The metadata store (etcd) is away or failing: a per-topic error, retryable when the cause is,
+                // instead of dropping the client's connection.
+                Diagnostics.warn("CreateTopics \(t.name): \(e)")
+                res.errorCode = (e.isRetryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue
+                res.errorMessage = "cannot create topic \(t.name): \(e.message)"
             }
             resp.topics.append(res)
         }

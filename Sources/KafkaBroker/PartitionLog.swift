@@ -209,6 +209,13 @@ actor PartitionLog {
 
     private func appendFailed(_ e: WoodpeckerError, base: Int64) async -> ProduceResult {
         Diagnostics.warn("\(topic)-\(partition): append at offset \(base) failed: \(e)")
+        if e.code == .lockLost, await writer.lostLease {
+            // The writer's lease lapsed (etcd unreachable longer than its TTL); nobody else took the log. Answer
+            // retryably and reopen the writer once the metadata store answers again.
+            writerBroken = e
+            nextReopenAtMs = 0
+            return ProduceResult(error: .kafkaStorageError, message: e.message)
+        }
         if e.code == .lockLost || e.code == .clientClosed {
             // Another broker took this partition's log: stop writing here.
             failed = e

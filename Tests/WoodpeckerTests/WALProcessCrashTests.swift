@@ -18,7 +18,10 @@ let woodpeckerBinary: String? = {
 /// A child process with its stdin fed by the test and its stdout/stderr collected line by line by a thread.
 final class Child: @unchecked Sendable {
     let process = Process()
-    private let stdinFd: Int32
+    /// Owns the write end of the child's stdin: closing goes through it, so the descriptor is closed exactly once
+    /// (a raw close() here and the handle's own close later could close a number another test reused).
+    private let stdinHandle: FileHandle
+    private var stdinFd: Int32 { stdinHandle.fileDescriptor }
     private let out = Mutex((lines: [String](), partial: [UInt8](), err: [UInt8](), done: false))
     private let stop = Atomic<Bool>(false)
 
@@ -31,7 +34,7 @@ final class Child: @unchecked Sendable {
         process.standardOutput = outPipe
         process.standardError = errPipe
         try process.run()
-        stdinFd = inPipe.fileHandleForWriting.fileDescriptor
+        stdinHandle = inPipe.fileHandleForWriting
         _ = fcntl(stdinFd, F_SETFL, fcntl(stdinFd, F_GETFL) | O_NONBLOCK)
         let outFd = outPipe.fileHandleForReading.fileDescriptor
         let errFd = errPipe.fileHandleForReading.fileDescriptor
@@ -91,7 +94,7 @@ final class Child: @unchecked Sendable {
         return true
     }
 
-    func closeStdin() { close(stdinFd) }
+    func closeStdin() { try? stdinHandle.close() }
 
     func waitForLines(_ n: Int, timeoutMs: Int) -> Bool {
         let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)

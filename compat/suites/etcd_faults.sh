@@ -89,5 +89,28 @@ check "producer finished with every record acknowledged (exit $prc; $(tail -n 1 
 check "every acknowledged record is at its offset with identical key/value" \
   py verify_acked.py --topic "$T" --acked "$acked" --expect-acked 20000 --check-hwm --timeout 100
 check "the broker log names etcd when it is unreachable" grep -q "127.0.0.1:$EP" "$BROKER_LOG"
+
+# 3. etcd hangs longer than the writers' lease TTL (10 s): the writers stop (no acknowledgement past the lease),
+# then the broker reopens them once etcd answers again, without a restart.
+T3=$(topic_name lapse)
+acked3="$COMPAT_TMP/acked3.txt"; : >"$acked3"
+check "producer warm-up to $T3" py produce.py --topic "$T3" --count 10
+timeout -k 5 200 "$PYTHON" "$COMPAT_PY/crash_producer.py" --bootstrap "$BROKER" --topic "$T3" --count 36000 \
+  --rate 1500 --acked "$acked3" --message-timeout 120 --timeout 180 >"$COMPAT_TMP/producer3.log" 2>&1 &
+prod3=$!; track $prod3
+for ((i=0; i<200; i++)); do [ "$(acked_count "$acked3")" -ge 1500 ] && break; sleep 0.1; done
+kill -STOP $ETCD_PID
+log "etcd stopped (SIGSTOP) for 13 s at $(acked_count "$acked3") acknowledged records"
+sleep 13
+kill -CONT $ETCD_PID
+resumed_at=$(acked_count "$acked3")
+log "etcd resumed at $resumed_at acknowledged records"
+resumed=1
+for ((i=0; i<300; i++)); do [ "$(acked_count "$acked3")" -ge $((resumed_at + 3000)) ] && { resumed=0; break; }; sleep 0.1; done
+check "after a lease lapse the partition takes records again without a broker restart" test $resumed = 0
+wait $prod3; prc3=$?
+check "producer finished with every record acknowledged (exit $prc3)" test $prc3 = 0
+check "every acknowledged record of the lapse run is at its offset" \
+  py verify_acked.py --topic "$T3" --acked "$acked3" --expect-acked 36000 --check-hwm --timeout 100
 check "SIGTERM stops the broker cleanly" broker_stop
 finish
