@@ -60,6 +60,8 @@ struct MetaKeys: Sendable {
     let root: String
     var logIdGen: String { "\(root)/logidgen" }
     var logsPrefix: String { "\(root)/logs/" }
+    /// QuorumBuffer: live LogStore nodes, each key attached to the node's lease.
+    var logstoresPrefix: String { "\(root)/logstores/" }
     func log(_ name: String) -> String { "\(root)/logs/\(name)" }
     func writerLock(_ name: String) -> String { "\(root)/logs/\(name)/writer" }
     func segmentsPrefix(_ name: String) -> String { "\(root)/logs/\(name)/segments/" }

@@ -38,11 +38,16 @@ public struct QuorumSettings: Sendable {
             throw WoodpeckerError(.invalidArgument,
                                   "quorum: ackQuorum \(ackQuorum) is not a majority of \(ensembleSize); two writers' quorums could miss each other")
         }
-        guard Set(nodes).count >= ensembleSize else {
+        guard discoverFromMetadata || Set(nodes).count >= ensembleSize else {
             throw WoodpeckerError(.invalidArgument,
                                   "quorum: \(Set(nodes).count) distinct LogStore nodes given, an ensemble needs \(ensembleSize); pass more with --logstores")
         }
     }
+
+    /// Also use the LogStore nodes registered in the metadata store (`woodpecker logstore --metadata ...`),
+    /// refreshed every `discoveryIntervalMs`; `nodes` may then be empty.
+    public var discoverFromMetadata = false
+    public var discoveryIntervalMs: UInt64 = 2_000
 
     /// Replies a fence needs so that every acknowledged block is on at least one responder.
     var fenceCoverage: Int { ensembleSize - ackQuorum + 1 }
@@ -55,6 +60,8 @@ final class LogStorePool: @unchecked Sendable {
     let loop: EventLoop
     let settings: QuorumSettings
     private var clients: [String: any LogStoreNodeClient] = [:]
+    /// The configured seed nodes plus those registered in the metadata store, distinct and sorted.
+    private(set) var nodes: [String]
     /// Nodes whose last request failed finally, with when; cleared by a successful probe.
     private var down: [String: UInt64] = [:]
     private var probing = false
@@ -63,6 +70,12 @@ final class LogStorePool: @unchecked Sendable {
     init(loop: EventLoop, settings: QuorumSettings) {
         self.loop = loop
         self.settings = settings
+        self.nodes = Array(Set(settings.nodes)).sorted()
+    }
+
+    /// Replaces the registered part of the node list (the configured seeds always stay).
+    func setRegistered(_ registered: [String]) {
+        nodes = Array(Set(settings.nodes + registered)).sorted()
     }
 
     func client(_ address: String) -> any LogStoreNodeClient {
@@ -73,13 +86,18 @@ final class LogStorePool: @unchecked Sendable {
     }
 
     func isHealthy(_ address: String) -> Bool { down[address] == nil }
-    var healthyCount: Int { Set(settings.nodes).filter { down[$0] == nil }.count }
+    var healthyCount: Int { nodes.filter { down[$0] == nil }.count }
 
     /// An ensemble for a new segment: healthy nodes first (in random order), then failed ones to fill it (a write
     /// still succeeds while a quorum of the ensemble answers). Fails retryably while fewer than `ackQuorum` nodes
     /// are healthy: a segment whose every write would fail only churns metadata.
     func chooseEnsemble() throws -> [String] {
-        let distinct = Array(Set(settings.nodes))
+        let distinct = nodes
+        guard distinct.count >= settings.ensembleSize else {
+            throw WoodpeckerError(.nodeUnavailable,
+                "\(distinct.count) LogStore nodes known (\(distinct)), an ensemble needs \(settings.ensembleSize); start more nodes or list them with --logstores",
+                retryable: true)
+        }
         let healthyNow = distinct.filter { down[$0] == nil }.count
         guard healthyNow >= settings.ackQuorum else {
             throw WoodpeckerError(.nodeUnavailable,

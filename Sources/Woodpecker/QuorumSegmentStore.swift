@@ -169,7 +169,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
 
     private func makeDurable(through last: Int32, blocks count: Int) async throws {
         var errors: [String] = []
-        let nodes = ensemble.isEmpty ? Array(Set(settings.nodes)) : ensemble
+        let nodes = ensemble.isEmpty ? pool.nodes : ensemble
         // The uploader first: it holds (or has uploaded) every block. The others then only find the objects and
         // drop their copies, which need not hold up the writer.
         if let uploader, nodes.contains(uploader) {
@@ -277,7 +277,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         // A block in the list is confirmed (the writer's acknowledged blocks or a footer's), so any node that still
         // holds it may serve it until its upload lands.
         let n = blocks[index].blockNumber
-        for address in ensemble.isEmpty ? Array(Set(settings.nodes)) : ensemble {
+        for address in ensemble.isEmpty ? pool.nodes : ensemble {
             if let bytes = try? await pool.client(address).readBlock(ref, number: n),
                let b = try? SegmentCodec.decodeBlock(bytes), b.info.blockNumber == n {
                 return b

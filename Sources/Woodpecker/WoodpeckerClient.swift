@@ -22,6 +22,7 @@ public final class WoodpeckerClient: Sendable {
     /// QuorumBuffer mode when set: blocks go to LogStore nodes, which upload them to `store`.
     public let quorum: QuorumSettings?
     let pool: LogStorePool?
+    let discoveryTask = TaskHolder()
     let keys: MetaKeys
     /// Identifies this process in segment metadata (diagnostics only).
     let writerName: String
@@ -94,6 +95,7 @@ public final class WoodpeckerClient: Sendable {
 
     /// Closes the connections to LogStore nodes (QuorumBuffer mode). Logs must not be used afterwards.
     public func closeNodes() async {
+        discoveryTask.cancel()
         await pool?.close()
     }
 

@@ -109,9 +109,12 @@ struct BrokerSettings {
         case "quorum":
             let nodes = (values["logstores"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
                 .filter { !$0.isEmpty }
-            guard !nodes.isEmpty else { throw ValidationError("--mode quorum needs --logstores HOST:PORT,HOST:PORT,HOST:PORT") }
             for n in nodes { _ = try hostPort(n, "logstores") }
-            guard Set(nodes).count >= 3 else {
+            let discovery = (values["metadata"] ?? "").hasPrefix("etcd")
+            guard !nodes.isEmpty || discovery else {
+                throw ValidationError("--mode quorum needs --logstores HOST:PORT,HOST:PORT,HOST:PORT (or --metadata etcd://... with LogStores registered there)")
+            }
+            guard discovery || Set(nodes).count >= 3 else {
                 throw ValidationError("--logstores: QuorumBuffer needs 3 distinct LogStore nodes (an entry is acknowledged once 2 hold it); got \(nodes)")
             }
             return nodes

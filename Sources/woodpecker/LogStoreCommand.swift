@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import WoodpeckerCore
 import WoodpeckerIO
+import Woodpecker
 import WoodpeckerLogStore
+import WoodpeckerMetadata
 import WoodpeckerStorage
 
 #if canImport(Glibc)
@@ -20,6 +22,9 @@ struct LogStoreCommand: AsyncParsableCommand {
     @Option(help: "Directory of per-segment files: held blocks survive a restart of the node.") var dataDir: String?
     @Option(help: "Bytes of held blocks before appends are refused with bufferFull (default 256 MiB).") var maxBufferBytes: Int?
     @Flag(help: "fdatasync every append before replying.") var sync = false
+    @Option(help: "Register this node in etcd (etcd://HOST:PORT[,HOST:PORT]/PREFIX, the brokers' --metadata) under a lease, so that brokers in quorum mode find it.")
+    var metadata: String?
+    @Option(help: "HOST:PORT brokers use to reach this node (default: the --listen address).") var advertise: String?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
@@ -43,12 +48,26 @@ struct LogStoreCommand: AsyncParsableCommand {
         var out = StdoutWriter()
         out.append("logstore listening on \(host):\(bound)\n")
         out.flush()
+        var registration: LogStoreRegistration?
+        var registry: (any MetadataStore)?
+        if let metadata {
+            guard metadata.hasPrefix("etcd") else { throw ValidationError("--metadata \(metadata): LogStores register in etcd only (etcd://HOST:PORT/PREFIX)") }
+            let address = advertise ?? "\(host == "0.0.0.0" ? "127.0.0.1" : host):\(bound)"
+            let (store, prefix) = try await Runtime.openMetadata(metadata, dataDir: dataDir ?? ".", loop: loop)
+            registry = store
+            registration = try await onLoop(loop) {
+                try await LogStoreRegistration.start(metadata: store, metadataRoot: prefix + "woodpecker", address: address, loop: loop)
+            }
+            Diagnostics.info("logstore registered as \(address) in \(metadata)")
+        }
         let stop = AsyncStream<Int32>.makeStream()
         let watcher = await SignalWatcher(loop: loop, signals: [SIGTERM, SIGINT]) { stop.continuation.yield($0) }
         for await sig in stop.stream {
             Diagnostics.info("signal \(sig): stopping the LogStore node")
             break
         }
+        if let registration { try await onLoop(loop) { await registration.stop() } }
+        if let registry { await registry.close() }
         try await onLoop(loop) { await node.stop() }
         await watcher.close()
         if let s3 = store as? S3Store { await s3.close() }

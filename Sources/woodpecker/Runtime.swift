@@ -93,10 +93,16 @@ struct Runtime {
             var settings = QuorumSettings(nodes: logstores) { loop, address in
                 LogStoreClient(loop: loop, address: address)
             }
-            settings.ensembleSize = min(3, Set(logstores).count)
-            settings.ackQuorum = settings.ensembleSize / 2 + 1
-            client = try WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
-                                          metadataRoot: prefix + "woodpecker", quorum: settings)
+            // With etcd, nodes registered there (`woodpecker logstore --metadata etcd://...`) join the seed list.
+            settings.discoverFromMetadata = metadata is EtcdMetadataStore
+            if !settings.discoverFromMetadata {
+                settings.ensembleSize = min(3, Set(logstores).count)
+                settings.ackQuorum = settings.ensembleSize / 2 + 1
+            }
+            let quorumClient = try WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
+                                                    metadataRoot: prefix + "woodpecker", quorum: settings)
+            try await onLoop(loop) { try await quorumClient.startLogStoreDiscovery() }
+            client = quorumClient
         } else if url.hasPrefix("file://") {
             let dir = String(url.dropFirst("file://".count))
             client = WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
