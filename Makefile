@@ -5,7 +5,7 @@ LISTEN ?= 127.0.0.1:9092
 # CI treats warnings as errors.
 SWIFT_FLAGS ?= -Xswiftc -warnings-as-errors
 
-.PHONY: setup setup-test build build-debug run test unit compat bench clean
+.PHONY: setup setup-test build build-debug run test unit compat bench clean cluster cluster-stop
 
 setup:
 	@scripts/setup.sh build
@@ -27,6 +27,13 @@ test: setup-test
 	$(SWIFT) build $(SWIFT_FLAGS) --build-tests
 	$(SWIFT) test --skip-build --no-parallel
 	compat/run-all.sh .build/debug/woodpecker
+
+# A QuorumBuffer cluster on loopback: etcd, SeaweedFS, three LogStores and a broker on localhost:9092.
+cluster: build
+	deploy/local-cluster.sh start
+
+cluster-stop:
+	deploy/local-cluster.sh stop
 
 unit:
 	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build

@@ -271,6 +271,10 @@ broker_stop() {
 # broker_kill9: SIGKILL, no chance to flush anything.
 broker_kill9() {
   [ -n "$BROKER_PID" ] || return 0
+  if ! kill -0 "$BROKER_PID" 2>/dev/null; then
+    wait "$BROKER_PID" 2>/dev/null
+    log "broker pid $BROKER_PID had already exited (status $?) before the kill; log $BROKER_LOG"
+  fi
   kill -KILL "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null
   log "broker pid $BROKER_PID killed with SIGKILL"

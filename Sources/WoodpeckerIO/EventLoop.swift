@@ -53,7 +53,12 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let stopped = Atomic<Bool>(false)
 
     /// Starts the loop thread and returns once it is running.
+    /// A write to a socket the peer reset raises SIGPIPE, whose default action ends the process without a word;
+    /// libuv reports the error to the write callback instead once the signal is ignored.
+    private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
+
     public init(name: String = "wp-loop") {
+        Self.ignoreSIGPIPE
         self.name = name
         uvLoop = .allocate(capacity: 1)
         precondition(uv_loop_init(uvLoop) == 0, "uv_loop_init failed")

@@ -15,6 +15,14 @@ STORE="file://$COMPAT_TMP/store"
 check "broker starts in quorum mode on $(logstores_csv)" \
   broker_start --mode quorum --logstores "$(logstores_csv)" --storage "$STORE" --default-partitions 3 || finish
 
+# Clients that reset their connection with answers still being written must not kill a process (SIGPIPE).
+check "a LogStore survives clients that reset their connection before reading the answers" \
+  "$PYTHON" "$COMPAT_PY/vanish.py" --port "${LS_PORTS[0]}" --kind logstore
+check "... and is still alive" kill -0 "${LS_PIDS[0]}"
+check "the broker survives Kafka clients that reset their connection before reading the answers" \
+  "$PYTHON" "$COMPAT_PY/vanish.py" --port "$BROKER_PORT" --kind kafka
+check "... and is still alive" kill -0 "$BROKER_PID"
+
 T0=$(topic_name qsmoke)
 kcat_use deb
 seq 1 3000 | sed 's/^\(.*\)$/k\1:value-\1/' >"$COMPAT_TMP/in.txt"
