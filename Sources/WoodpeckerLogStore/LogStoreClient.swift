@@ -166,6 +166,9 @@ public actor LogStoreClient: LogStoreNodeClient {
 
     private func connected(deadline: UInt64) async throws -> TCPConnection {
         if let c = connection, !c.isClosing { return c }
+        // A connection that is closing has lost its requests: fail them now rather than at their deadlines (its
+        // close callback, arriving after a new connection replaced it, would no longer find them).
+        if let c = connection { connectionLost(c, WoodpeckerError(.nodeUnavailable, "connection is closing")) }
         if let t = connecting { return try await t.value }
         guard port > 0 else {
             throw WoodpeckerError(.invalidArgument, "LogStore node address \(address): expected HOST:PORT")

@@ -106,7 +106,7 @@ kill -CONT $ETCD_PID
 resumed_at=$(acked_count "$acked3")
 log "etcd resumed at $resumed_at acknowledged records"
 resumed=1
-for ((i=0; i<300; i++)); do [ "$(acked_count "$acked3")" -ge $((resumed_at + 3000)) ] && { resumed=0; break; }; sleep 0.1; done
+for ((i=0; i<600; i++)); do [ "$(acked_count "$acked3")" -ge $((resumed_at + 3000)) ] && { resumed=0; break; }; sleep 0.1; done
 check "after a lease lapse the partition takes records again without a broker restart" test $resumed = 0
 wait $prod3; prc3=$?
 check "producer finished with every record acknowledged (exit $prc3)" test $prc3 = 0
