@@ -66,7 +66,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
             wait.continuation = c
             for address in targets {
-                let told = address == uploader ? confirmed : -1
+                let told = address == uploader ? confirmed : Self.lagging(confirmed)
                 Task(executorPreference: loop) {
                     let error = await self.replicate(to: address, n, bytes, told)
                     wait.record(address, error, ref: self.ref, block: n)
@@ -131,24 +131,30 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
             let c = confirmedThrough
             guard c > pushedThrough else { return }
             pushedThrough = c
-            if let uploader {
-                let node = pool.client(uploader)
+            for address in ensemble where excluded[address] == nil {
+                let told = address == uploader ? c : Self.lagging(c)
+                guard told >= 0 else { continue }
+                let node = pool.client(address)
                 let ref = self.ref
-                Task(executorPreference: loop) { try? await node.updateConfirmed(ref, through: c) }
+                Task(executorPreference: loop) { try? await node.updateConfirmed(ref, through: told) }
             }
         }
     }
 
-    /// The one node told the confirmed point, so that only it uploads the segment's blocks while the segment is
-    /// active (the others would write every block again, or fail conditional writes, for nothing). The others
-    /// keep their copies until `complete`, where they find the blocks in object storage and drop them. When the
-    /// uploader is dropped from the segment the next live node takes over (from its own first held block).
-    /// Spread over the ensemble by segment id, so that the partitions of a broker use every node.
+    /// The node told the confirmed point at once, so that it uploads each block as soon as it is confirmed. The
+    /// others hear it `uploadLagBlocks` later: by then the uploader has normally put those blocks in object
+    /// storage, the others find them there (a HEAD) and drop their copies, so node memory stays bounded without
+    /// every block being written three times. If the uploader is lost they still upload, a little later; when it
+    /// is dropped from the segment the next live node takes over. Spread over the ensemble by segment id, so that
+    /// the partitions of a broker use every node.
     var uploader: String? {
         let live = ensemble.filter { excluded[$0] == nil }
         guard !live.isEmpty else { return nil }
         return live[Int(ref.segmentId % Int64(live.count))]
     }
+
+    static let uploadLagBlocks: Int32 = 64
+    static func lagging(_ confirmed: Int32) -> Int32 { confirmed - uploadLagBlocks }
 
     /// True once a replica was dropped and a full healthy ensemble is available to roll onto.
     func shouldRoll() -> Bool {

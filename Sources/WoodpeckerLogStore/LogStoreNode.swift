@@ -422,7 +422,7 @@ public actor LogStoreNode {
         while true {
             guard !stopping, let seg = segments[ref], seg.stopReason == nil else { break }
             let key = ref.blockKey(n)
-            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes, lookFirst: seg.fenced)
+            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes)
             guard let seg = segments[ref] else { return }
             switch outcome {
             case .durable:
@@ -473,11 +473,18 @@ public actor LogStoreNode {
         }
     }
 
-    /// `lookFirst` (a fenced or completing segment, whose blocks another node has usually uploaded already):
-    /// check for the object before writing it, which is cheaper than a conditional write that fails.
-    private func attempt(key: String, bytes: ByteBuffer?, lookFirst: Bool) async -> TransferOutcome {
+    /// Looks for the object first: usually another node of the ensemble (the segment's uploader) put it already,
+    /// and a HEAD is far cheaper than a conditional write that fails (a temp file and fsync locally, the whole
+    /// body on S3). An object of the block's size is compared on its first 4 KiB (the block header and the first
+    /// records with their CRCs), which tells this block from a foreign one without reading it all.
+    private func attempt(key: String, bytes: ByteBuffer?) async -> TransferOutcome {
         do {
-            if let bytes, lookFirst, try await store.head(key) != nil {
+            if let bytes, let info = try await store.head(key) {
+                if info.size == bytes.readableBytes {
+                    let n = min(bytes.readableBytes, 4096)
+                    let head = try await store.get(key, range: 0..<n)
+                    if head.readableBytesArray == Array(bytes.readableBytesArray.prefix(n)) { return .durable }
+                }
                 let existing = try await store.get(key)
                 if existing == bytes { return .durable }
                 if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
@@ -541,7 +548,7 @@ public actor LogStoreNode {
         while n <= last {
             if seg.blocks[n] == nil && !seg.durable.contains(n) && !seg.inFlight.contains(n) {
                 let key = seg.ref.blockKey(n)
-                switch await attempt(key: key, bytes: nil, lookFirst: false) {
+                switch await attempt(key: key, bytes: nil) {
                 case .durable: seg.durable.insert(n)
                 case .missing, .fenceObject, .conflict:
                     throw WoodpeckerError(.objectNotFound,
