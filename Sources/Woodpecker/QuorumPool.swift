@@ -16,6 +16,9 @@ public struct QuorumSettings: Sendable {
     /// How long after the last acknowledgement the confirmed point is pushed to the nodes when no later append
     /// carries it (nodes upload only confirmed blocks).
     public var confirmPushDelayMs: UInt64 = 2
+    /// How long a write waits for a node that answers "buffer full" (it uploads slower than the writer appends)
+    /// before the node is dropped from the segment.
+    public var busyWaitMs: UInt64 = 30_000
     /// How often a node that failed is probed until it answers again.
     public var probeIntervalMs: UInt64 = 500
     /// Opens the connection to one node (the CLI passes `LogStoreClient`).

@@ -80,6 +80,10 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     private func replicate(to address: String, _ n: Int32, _ bytes: ByteBuffer, _ confirmed: Int32) async -> WoodpeckerError? {
         let node = pool.client(address)
         var attempt = 0
+        // A node at its memory bound is healthy but behind on uploads: wait for it (bounded) rather than drop it,
+        // so that a produce rate above the object store's becomes backpressure instead of failed writes.
+        let busyDeadline = Clock.monotonicMillis() + settings.busyWaitMs
+        var busyBackoff: UInt64 = 5
         while true {
             if let e = excluded[address] { return e }  // dropped meanwhile by another block's failure
             do {
@@ -99,6 +103,11 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
                 return e
             } catch {
                 let e = error as? WoodpeckerError ?? WoodpeckerError(.internalError, "\(address): \(error)")
+                if e.code == .bufferFull && Clock.monotonicMillis() < busyDeadline {
+                    await loop.sleep(ms: busyBackoff)
+                    busyBackoff = min(busyBackoff * 2, 200)
+                    continue
+                }
                 attempt += 1
                 if e.isRetryable && attempt < settings.replicaAttempts {
                     await loop.sleep(ms: UInt64(5 << min(attempt, 6)))

@@ -40,7 +40,7 @@ struct LogStoreCommand: AsyncParsableCommand {
         options.syncWrites = sync
         // Uploads to a local filesystem fsync on the thread pool, which the data-directory writes also use: keep
         // a few threads free for those (S3 uploads run on the loop and keep the default).
-        if storage.hasPrefix("file://") { options.maxParallelUploads = 4 }
+        if storage.hasPrefix("file://") { options.maxParallelUploads = 8 }
         if let d = dataDir { try FileOps.makeDirectories(d) }
         let node = LogStoreNode(loop: loop, store: store, dataDirectory: dataDir, options: options)
         try await onLoop(loop) { try await node.start(host: host, port: port) }
