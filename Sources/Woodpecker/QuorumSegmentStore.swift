@@ -104,6 +104,9 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
             } catch {
                 let e = error as? WoodpeckerError ?? WoodpeckerError(.internalError, "\(address): \(error)")
                 if e.code == .bufferFull && Clock.monotonicMillis() < busyDeadline {
+                    // A node told a lagging confirmed point may be full of blocks it is not yet allowed to drop:
+                    // give it the whole confirmed point, so that it finds (or uploads) them and frees room.
+                    if confirmedThrough >= 0 { try? await node.updateConfirmed(ref, through: confirmedThrough) }
                     await loop.sleep(ms: busyBackoff)
                     busyBackoff = min(busyBackoff * 2, 200)
                     continue
@@ -151,7 +154,8 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     }
 
     /// The node told the confirmed point at once, so that it uploads each block as soon as it is confirmed. The
-    /// others hear it `uploadLagBlocks` later: by then the uploader has normally put those blocks in object
+    /// others hear it `uploadLagBlocks` later (at once when they report being full): by then the uploader has
+    /// normally put those blocks in object
     /// storage, the others find them there (a HEAD) and drop their copies, so node memory stays bounded without
     /// every block being written three times. If the uploader is lost they still upload, a little later; when it
     /// is dropped from the segment the next live node takes over. Spread over the ensemble by segment id, so that
@@ -162,7 +166,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         return live[Int(ref.segmentId % Int64(live.count))]
     }
 
-    static let uploadLagBlocks: Int32 = 64
+    static let uploadLagBlocks: Int32 = 16
     static func lagging(_ confirmed: Int32) -> Int32 { confirmed - uploadLagBlocks }
 
     /// True once a replica was dropped and a full healthy ensemble is available to roll onto.

@@ -30,10 +30,20 @@ final class QuorumCluster: @unchecked Sendable {
 
     /// Starts node `i` on its data directory (its state from before a stop is reloaded from there), or with
     /// none (it then starts empty).
-    func start(_ i: Int, dataDirectory: Bool = true) async throws {
+    func start(_ i: Int, dataDirectory: Bool = true, options: LogStoreNodeOptions = LogStoreNodeOptions(),
+               uploadDelayMs: UInt64 = 0) async throws {
         let loop = loops[i]
-        let node = LogStoreNode(loop: loop, store: LocalFileStore(root: env.dir + "/objects", loop: loop),
-                                dataDirectory: dataDirectory ? env.dir + "/logstore-\(i)" : nil)
+        let files = LocalFileStore(root: env.dir + "/objects", loop: loop)
+        let store: any ObjectStore
+        if uploadDelayMs > 0 {
+            let slow = FaultStore(files, loop: loop)
+            slow.setFaults { $0.putDelayMs = { _ in uploadDelayMs } }
+            store = slow
+        } else {
+            store = files
+        }
+        let node = LogStoreNode(loop: loop, store: store,
+                                dataDirectory: dataDirectory ? env.dir + "/logstore-\(i)" : nil, options: options)
         try await node.start(host: "127.0.0.1", port: ports[i])
         ports[i] = await node.port
         nodes[i] = node
@@ -180,6 +190,27 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             #expect(rolled, "the writer kept counting a node that restarted without its data")
             try await w.close()
             #expect(try await readAll(log).map { text($0.payload) } == (0..<i).map { "r\($0)" })
+            await client.closeNodes()
+        }
+    }
+
+    /// Nodes that upload slower than the writer appends fill up and answer "buffer full": the writer waits for
+    /// them (backpressure) instead of dropping them from the quorum and failing the appends.
+    @Test func nodesAtTheirMemoryBoundSlowTheWriterDownInsteadOfFailingIt() async throws {
+        try await withQuorum { env, cluster in
+            var options = LogStoreNodeOptions()
+            options.maxBufferedBytes = 64 * 1024
+            for i in 0..<3 {
+                await cluster.stop(i)
+                try await cluster.start(i, options: options, uploadDelayMs: 20)
+            }
+            let client = try cluster.client()
+            let log = try await client.createLog("q")
+            let w = try await log.openWriter()
+            let payload = String(repeating: "x", count: 4000)
+            for i in 0..<100 { _ = try await w.append(bytes("\(i):\(payload)")) }  // 400 KB through 64 KB buffers
+            try await w.close()
+            #expect(try await readAll(log).count == 100)
             await client.closeNodes()
         }
     }
