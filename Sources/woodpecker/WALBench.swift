@@ -46,15 +46,22 @@ struct WALBench: AsyncParsableCommand {
             try await w.close()
             // Ceiling: sequential writes with an fsync per block of the average block size (local), or the store's
             // own parallel PUT rate for objects of that size (S3), same duration.
-            let ceiling = onS3
-                ? try await putCeiling(store: rt.store, objectBytes: avgBlock, streams: streams, seconds: seconds, loop: rt.loop)
-                : try await rt.loop.runBlocking { try fsyncCeiling(dir: dataDir, blockBytes: avgBlock, seconds: seconds) }
+            var device = LatencyRun()
+            let ceiling: Double
+            if onS3 {
+                ceiling = try await putCeiling(store: rt.store, objectBytes: avgBlock, streams: streams, seconds: seconds, loop: rt.loop)
+            } else {
+                device = try await rt.loop.runBlocking { try fsyncCeiling(dir: dataDir, blockBytes: avgBlock, seconds: seconds) }
+                ceiling = device.mbPerSecond
+            }
             let ratio = max.mbPerSecond / ceiling
+            // The device's own tail: no append can be durable faster than one write + fsync of its block.
+            let deviceLine = onS3 ? "" : "\nceiling latency per write+fsync: p50=\(us(device.p(0.5))) p99=\(us(device.p(0.99))) p99.9=\(us(device.p(0.999)))"
             return """
                 entry_bytes=\(entryBytes) writers=\(writers) seconds=\(seconds)
                 max:     \(fmt(max.mbPerSecond)) MB/s  \(fmt(max.entriesPerSecond)) entries/s  p50=\(us(max.p(0.5))) p99=\(us(max.p(0.99))) p99.9=\(us(max.p(0.999)))  blocks=\(blocks) avg_block_bytes=\(avgBlock)
                 ceiling: \(fmt(ceiling)) MB/s  (\(onS3 ? "\(streams) parallel PUTs of \(avgBlock)-byte objects" : "sequential write + fsync per \(avgBlock)-byte block"), same run)
-                ratio:   \(fmt(ratio * 100))% of ceiling
+                ratio:   \(fmt(ratio * 100))% of ceiling\(deviceLine)
                 at \(fmt(rate)) entries/s (\(Int(fraction * 100))% of max): \(fmt(fixed.mbPerSecond)) MB/s  p50=\(us(fixed.p(0.5))) p99=\(us(fixed.p(0.99))) p99.9=\(us(fixed.p(0.999)))
                 peak_rss_mib=\(peakRSSMiB())
                 """
@@ -196,8 +203,9 @@ func putCeiling(store: any ObjectStore, objectBytes: Int, streams: Int, seconds:
     return Double(written) / 1e6 / (Double(Clock.monotonicNanos() - start) / 1e9)
 }
 
-/// Sequential writes of `blockBytes` with an fsync after each, into one file, for `seconds`. MB/s.
-func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> Double {
+/// Sequential writes of `blockBytes` with an fsync after each, into one file, for `seconds`: MB/s and the latency
+/// of each write + fsync.
+func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> LatencyRun {
     let path = dir + "/ceiling.\(getpid()).tmp"
     let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
     guard fd >= 0 else { throw ioError("open", path: path, errno: errno) }
@@ -210,10 +218,14 @@ func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> Doubl
     let end = start + UInt64(seconds * 1e9)
     var written = 0
     var inFile = 0
+    var run = LatencyRun()
     while Clock.monotonicNanos() < end {
+        let t0 = Clock.monotonicNanos()
         let n = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         guard n == block.count else { throw ioError("write", path: path, errno: errno) }
         guard fsync(fd) == 0 else { throw ioError("fsync", path: path, errno: errno) }
+        run.latenciesNs.append(Clock.monotonicNanos() - t0)
+        run.entries += 1
         written += n
         inFile += n
         if inFile > 4 << 30 {
@@ -222,7 +234,10 @@ func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> Doubl
             inFile = 0
         }
     }
-    return Double(written) / 1e6 / (Double(Clock.monotonicNanos() - start) / 1e9)
+    run.bytes = written
+    run.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
+    run.latenciesNs.sort()
+    return run
 }
 
 func fmt(_ d: Double) -> String {
