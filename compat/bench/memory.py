@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Broker memory over a long steady run (make bench MEMORY=1): one `woodpecker broker` (local files by default),
+the native generator producing 1 KiB records at a fixed rate into 8 partitions for --minutes, and a confluent-kafka
+consumer tailing every partition in this process (so fetch caches are exercised too). The broker's RSS is sampled
+every --interval seconds.
+
+Writes compat/bench/results/memory.csv (t_s, rss_mib, consumed), memory.md (min / median / max / last, the median of
+the first and last minute, and their difference) and memory.png when matplotlib is installed.
+"""
+import argparse, csv, os, shutil, signal, statistics, subprocess, sys, tempfile, threading, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from run import RESULTS, free_port, wait_port, rss_mib, log, last_json  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--woodpecker", required=True)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--rate", type=int, default=10000, help="records/s of 1 KiB")
+    ap.add_argument("--interval", type=float, default=5, help="seconds between RSS samples")
+    ap.add_argument("--storage", default=None, help="broker --storage (default: local files)")
+    a = ap.parse_args()
+    os.makedirs(RESULTS, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="wp-mem-")
+    port = free_port(); topic = "memory"
+    args = [a.woodpecker, "broker", "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(tmp, "data")]
+    if a.storage:
+        args += ["--storage", a.storage]
+    broker = subprocess.Popen(args, stdout=open(os.path.join(tmp, "broker.log"), "w"), stderr=subprocess.STDOUT)
+    samples, consumed, stop = [], [0], threading.Event()
+    gen = None
+    try:
+        if not wait_port(port):
+            sys.exit("memory: broker did not start")
+        seconds = a.minutes * 60
+        gen = subprocess.Popen([a.woodpecker, "bench", "kafka", "--bootstrap", f"127.0.0.1:{port}", "--topic", topic,
+                                "--partitions", "8", "--record-bytes", "1024", "--records-per-batch", "10",
+                                "--rate", str(a.rate), "--in-flight", "256", "--seconds", str(seconds), "--label", "memory"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        def tail():
+            from confluent_kafka import Consumer, TopicPartition
+            time.sleep(2)  # the generator creates the topic
+            c = Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": "memory-unused", "enable.auto.commit": False})
+            c.assign([TopicPartition(topic, i, 0) for i in range(8)])
+            while not stop.is_set():
+                for m in c.consume(1000, 0.5):
+                    if m.error() is None:
+                        consumed[0] += 1
+            c.close()
+        th = threading.Thread(target=tail, daemon=True); th.start()
+        start = time.time()
+        log(f"memory: {a.minutes:g} min at {a.rate} x 1 KiB records/s into 8 partitions, RSS every {a.interval:g} s")
+        while gen.poll() is None and broker.poll() is None:
+            t = time.time() - start
+            samples.append((round(t, 1), rss_mib(broker.pid), consumed[0]))
+            if len(samples) % 12 == 1:
+                log(f"  t={t:5.0f}s rss={samples[-1][1]} MiB consumed={consumed[0]}")
+            time.sleep(a.interval)
+        out = gen.stdout.read()
+        res = last_json(out) or {}
+        stop.set(); th.join(10)
+    except KeyboardInterrupt:
+        res = {}
+    finally:
+        if gen and gen.poll() is None:
+            gen.terminate(); gen.wait()
+        broker.send_signal(signal.SIGTERM)
+        try:
+            broker.wait(30)
+        except subprocess.TimeoutExpired:
+            broker.kill(); broker.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not samples:
+        sys.exit("memory: no samples")
+    with open(os.path.join(RESULTS, "memory.csv"), "w", newline="") as f:
+        w = csv.writer(f); w.writerow(["t_s", "rss_mib", "consumed"]); w.writerows(samples)
+    rss = [s[1] for s in samples]
+    per_min = max(1, int(60 / a.interval))
+    first, last = statistics.median(rss[:per_min]), statistics.median(rss[-per_min:])
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    md = [f"Broker memory, measured {stamp} on {os.uname().nodename} ({os.cpu_count()} cores, shared), `make bench MEMORY=1`: "
+          f"woodpecker broker on {'local files' if not a.storage else a.storage.split('?')[0]}, {a.minutes:g} min of "
+          f"{a.rate} x 1 KiB records/s (acks=all, native generator, 8 partitions) with a tailing consumer; RSS every {a.interval:g} s.",
+          "", "| samples | min MiB | median MiB | max MiB | last MiB | first-minute median | last-minute median | produced | errors | consumed |",
+          "|---|---|---|---|---|---|---|---|---|---|",
+          f"| {len(rss)} | {min(rss)} | {statistics.median(rss):g} | {max(rss)} | {rss[-1]} | {first:g} | {last:g} | "
+          f"{res.get('acked', '-')} | {res.get('errors', '-')} | {consumed[0]} |"]
+    with open(os.path.join(RESULTS, "memory.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.plot([s[0] / 60 for s in samples], rss)
+        ax.set_xlabel("minutes"); ax.set_ylabel("broker RSS MiB"); ax.set_ylim(bottom=0)
+        ax.set_title(f"woodpecker broker RSS, {a.rate} x 1 KiB records/s, acks=all", fontsize=9)
+        fig.tight_layout(); fig.savefig(os.path.join(RESULTS, "memory.png"), dpi=90)
+    except ImportError:
+        print("memory: matplotlib not installed: no chart")
+
+
+if __name__ == "__main__":
+    main()
