@@ -535,11 +535,11 @@ def write_results(rows, quick, repeat, elapsed, stamp=None):
           f"| S3 PUT of the WAL's block size, 16 streams (`woodpecker wal bench`, libcurl) | {walput if walput is not None else '-'} |",
           f"| (for reference) WAL appends on S3 without the broker, 128 x 128 KiB appenders, same `wal bench` | "
           f"{fmt(agg.get(('woodpecker-wal-s3', 'wal-append-128KiB', 'MB/s')))} |", ""]
-    s3ceil = max([x for x in (put, walput) if x] or [0]) or None
+    s3ceil = round(max([x for x in (put, walput) if x] or [0]), 2) or None
 
     # Targets.
     def best(b, cases, m="produce MB/s"):
-        vals = [(med((b, c, m)), c) for c in cases if med((b, c, m)) is not None]
+        vals = [(round(med((b, c, m)), 2), c) for c in cases if med((b, c, m)) is not None]
         return max(vals) if vals else (None, None)
     allc = sorted({c for (_, c, _) in agg}, key=case_order)
     natc = [c for c in allc if c.startswith("native-") and "latency" not in c]
