@@ -18,6 +18,10 @@ public struct GroupCoordinatorConfig: Sendable {
     public var maxGroups = 10_000
     /// Longest committed offset metadata string; longer → OFFSET_METADATA_TOO_LARGE (12).
     public var maxOffsetMetadataBytes = 4_096
+    /// Largest protocol metadata a member may join with (all its protocols), and largest assignment a leader may
+    /// hand out (all members); larger → INVALID_REQUEST (42), the group left as it was. The coordinator keeps
+    /// both in memory for every member.
+    public var maxMemberMetadataBytes = 1 << 20
     /// How often session timeouts and rebalance deadlines are checked.
     public var tickMs: UInt64 = 50
 

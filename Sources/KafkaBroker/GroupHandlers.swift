@@ -12,6 +12,15 @@ extension Broker {
 
     func joinGroup(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
         let req = try decode(JoinGroupRequest.self, r)
+        let metadataBytes = req.protocols.reduce(0) { $0 + $1.metadata.count }
+        guard metadataBytes <= config.groups.maxMemberMetadataBytes else {
+            var resp = JoinGroupResponse()
+            resp.errorCode = KafkaErrorCode.invalidRequest.rawValue
+            resp.memberId = req.memberId
+            resp.protocolName = r.version >= 7 ? nil : ""
+            Diagnostics.warn("JoinGroup \(req.groupId) from \(r.clientId ?? "?"): \(metadataBytes) bytes of protocol metadata exceed \(config.groups.maxMemberMetadataBytes)")
+            return respond(resp, r)
+        }
         let params = GroupCoordinator.JoinParams(
             groupId: req.groupId, memberId: req.memberId, instanceId: r.version >= 5 ? req.groupInstanceId : nil,
             sessionTimeoutMs: req.sessionTimeoutMs,
@@ -32,6 +41,13 @@ extension Broker {
 
     func syncGroup(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
         let req = try decode(SyncGroupRequest.self, r)
+        let assignmentBytes = req.assignments.reduce(0) { $0 + $1.assignment.count }
+        guard assignmentBytes <= config.groups.maxMemberMetadataBytes else {
+            var resp = SyncGroupResponse()
+            resp.errorCode = KafkaErrorCode.invalidRequest.rawValue
+            Diagnostics.warn("SyncGroup \(req.groupId): \(assignmentBytes) bytes of assignments exceed \(config.groups.maxMemberMetadataBytes)")
+            return respond(resp, r)
+        }
         let res = await groups.sync(groupId: req.groupId, generation: req.generationId, memberId: req.memberId,
                                     instanceId: r.version >= 3 ? req.groupInstanceId : nil,
                                     protocolType: r.version >= 5 ? req.protocolType : nil,

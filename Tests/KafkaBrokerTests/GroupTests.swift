@@ -169,6 +169,30 @@ struct GroupTests {
         }
     }
 
+    @Test("Oversized member metadata or assignments get INVALID_REQUEST and leave the group as it was")
+    func oversizedMetadataIsRefused() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            let huge = [UInt8](repeating: 7, count: (1 << 20) + 1)
+            let bad = try await c.call(joinRequest("big", protocols: [("range", huge)]), version: 5, JoinGroupResponse.self)
+            #expect(bad.errorCode == KafkaErrorCode.invalidRequest.rawValue)
+            var describe = DescribeGroupsRequest()
+            describe.groups = ["big"]
+            let d0 = try await c.call(describe, version: 5, DescribeGroupsResponse.self)
+            #expect(d0.groups.first?.members.isEmpty == true, "a refused join must not add a member")
+            let ok = try await c.joinGroup("big")
+            #expect(ok.errorCode == 0)
+            let sync = try await c.syncGroup("big", generation: ok.generationId, member: ok.memberId,
+                                             assignments: [(ok.memberId, huge)])
+            #expect(sync.errorCode == KafkaErrorCode.invalidRequest.rawValue)
+            let fine = try await c.syncGroup("big", generation: ok.generationId, member: ok.memberId,
+                                             assignments: [(ok.memberId, [1, 2])])
+            #expect(fine.errorCode == 0 && fine.assignment == [1, 2])
+            let d1 = try await c.call(describe, version: 5, DescribeGroupsResponse.self)
+            #expect(d1.groups.first?.members.count == 1 && d1.groups.first?.groupState == "Stable")
+        }
+    }
+
     @Test("OffsetCommit then OffsetFetch v1 and v8 (batched groups) return offsets and metadata; -1 when none")
     func commitAndFetch() async throws {
         try await withBroker { b in
