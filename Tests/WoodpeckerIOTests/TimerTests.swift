@@ -36,6 +36,23 @@ import WoodpeckerCore
         #expect(loop.shutdown() == 0)
     }
 
+    /// An owner that drops an armed timer (an abandoned writer) must not leave libuv calling freed memory: the
+    /// timer still fires once, then releases itself and its handle (this crashed the test process before).
+    @Test func anArmedTimerWhoseOwnerLetGoStillFiresSafely() async throws {
+        let loop = EventLoop(name: "orphan-timer")
+        let fired = Shared(0)
+        await Task(executorPreference: loop) {
+            for _ in 0..<50 {
+                let t = LoopTimer(loop: loop) { fired.with { $0 += 1 } }
+                t.start(afterMs: 5)
+            }
+            await loop.sleep(ms: 60)
+        }.value
+        #expect(fired.value == 50)
+        #expect(await loop.openHandleCount() == 0)
+        #expect(loop.shutdown() == 0)
+    }
+
     @Test func scheduleRunsOnceOnTheLoop() async throws {
         let loop = EventLoop(name: "sched")
         let hits = Shared([Bool]())
