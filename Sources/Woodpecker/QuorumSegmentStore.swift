@@ -148,6 +148,8 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
                 guard told >= 0 else { continue }
                 let node = pool.client(address)
                 let ref = self.ref
+                // Advisory: a lost push only delays that node's uploads until the next append or `complete`
+                // carries the point again.
                 Task(executorPreference: loop) { try? await node.updateConfirmed(ref, through: told) }
             }
         }
@@ -197,6 +199,8 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
                 let ref = self.ref
                 for address in nodes where address != uploader {
                     let node = pool.client(address)
+                    // Only frees that node's copies (the uploader made the blocks durable); a node that misses it
+                    // drops them once its idle-segment sweep finds the footer in object storage.
                     Task(executorPreference: loop) { try? await node.complete(ref, lastBlock: last) }
                 }
                 return

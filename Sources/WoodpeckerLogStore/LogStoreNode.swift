@@ -22,6 +22,10 @@ public struct LogStoreNodeOptions: Sendable {
     /// Fenced, empty records kept for completed segments and for segments fenced before this node saw them
     /// (oldest dropped first; a dropped record is forgotten, with its data file).
     public var maxTombstones = 100_000
+    /// A segment that holds blocks but took no append for this long is looked up in object storage: once its
+    /// footer is there (completed by its writer or by a recovering one) the node drops its copies, even if it
+    /// missed the `complete` (it was down, or the writer crashed). 0 = never.
+    public var idleSegmentCheckMs: UInt64 = 60_000
     /// Largest request frame; a larger one closes its connection.
     public var maxRequestBytes = Limits.maxRequestSizeBytes
     /// Request bytes being processed per connection before it stops reading.
@@ -55,6 +59,7 @@ public actor LogStoreNode {
     private var tombstones: [SegmentRef] = []
     private var tombstoneHead = 0
     private var server: TCPServer?
+    private var sweeper: Task<Void, Never>?
     /// Bytes of held blocks.
     public private(set) var bufferedBytes = 0
     /// Blocks this process uploaded (or found already durable) since start.
@@ -93,12 +98,40 @@ public actor LogStoreNode {
                                      maxInFlightBytes: options.maxInFlightBytesPerConnection)
         }
         for ref in segments.keys { pump(ref) }
+        if options.idleSegmentCheckMs > 0 {
+            sweeper = Task(executorPreference: loop) { await self.sweepIdleSegments() }
+        }
+    }
+
+    /// Every half `idleSegmentCheckMs`: drops the copies of idle segments whose footer is in object storage.
+    private func sweepIdleSegments() async {
+        let interval = max(10, options.idleSegmentCheckMs / 2)
+        while !stopping && !Task.isCancelled {
+            await loop.sleep(ms: interval)
+            let now = Clock.monotonicMillis()
+            let idle = segments.values.filter {
+                !$0.blocks.isEmpty && $0.completedThrough == nil && now - $0.lastAppendMs >= options.idleSegmentCheckMs
+            }
+            for seg in idle where !stopping {
+                // A failed lookup is retried at the next sweep.
+                guard (try? await store.head(seg.ref.directory + "footer.blk")) != nil,
+                      let last = seg.blocks.keys.max(), seg.completedThrough == nil else { continue }
+                Diagnostics.info("logstore: \(seg.ref) is completed in object storage; dropping the copies held here")
+                do {
+                    try await finish(seg, through: max(last, seg.uploadedThrough))
+                } catch {
+                    Diagnostics.warn("logstore: dropping the copies of \(seg.ref): \(error); the next start retries")
+                }
+            }
+        }
     }
 
     /// Closes the listener and every connection, then waits until uploads and file writes have stopped. Blocks not
     /// yet uploaded stay in the data directory (if any) for the next start.
     public func stop() async {
         stopping = true
+        sweeper?.cancel()
+        sweeper = nil
         if let s = server { await s.close() }
         server = nil
         for seg in segments.values where !seg.waiters.isEmpty {
@@ -153,6 +186,7 @@ public actor LogStoreNode {
         let seg = segment(ref, create: true)!
         if seg.fenced { throw fencedError(ref) }
         seg.known = true
+        seg.lastAppendMs = Clock.monotonicMillis()
         seg.confirmedThrough = max(seg.confirmedThrough, confirmedThrough)
         defer { pump(ref) }
         if n <= seg.uploadedThrough { return }
@@ -235,15 +269,20 @@ public actor LogStoreNode {
         if seg.uploadedThrough < lastBlock {
             try await waitUploaded(seg, through: lastBlock)
         }
-        // 0...lastBlock are durable: drop everything, keep a fenced tombstone.
+        try await finish(seg, through: lastBlock)
+    }
+
+    /// 0...lastBlock are durable in object storage: drop everything, keep a fenced tombstone.
+    private func finish(_ seg: SegmentState, through lastBlock: Int32) async throws {
+        seg.fenced = true
         seg.completedThrough = lastBlock
         for (_, h) in seg.blocks { bufferedBytes -= h.bytes.readableBytes }
         seg.blocks.removeAll()
         if dataDirectory != nil {
-            let records: [SegmentFileRecord] = [.header(ref), .fence, .completed(lastBlock)]
+            let records: [SegmentFileRecord] = [.header(seg.ref), .fence, .completed(lastBlock)]
             try await replaceFile(seg, records)
         }
-        addTombstone(ref)
+        addTombstone(seg.ref)
     }
 
     // MARK: segment state
@@ -483,7 +522,7 @@ public actor LogStoreNode {
                 if info.size == bytes.readableBytes {
                     let n = min(bytes.readableBytes, 4096)
                     let head = try await store.get(key, range: 0..<n)
-                    if head.readableBytesArray == Array(bytes.readableBytesArray.prefix(n)) { return .durable }
+                    if head == (try bytes.getSlice(at: bytes.readerIndex, length: n)) { return .durable }
                 }
                 let existing = try await store.get(key)
                 if existing == bytes { return .durable }
@@ -599,6 +638,8 @@ final class SegmentState: @unchecked Sendable {
     let path: String?
     var fileExists = false
     var known = false
+    /// When the writer last appended (idle segments are checked for a footer in object storage).
+    var lastAppendMs = Clock.monotonicMillis()
     var blocks: [Int32: Held] = [:]
     var fenced = false
     var confirmedThrough: Int32 = -1

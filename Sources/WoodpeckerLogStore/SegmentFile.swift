@@ -1,4 +1,5 @@
 import WoodpeckerCore
+import WoodpeckerIO
 import WoodpeckerStorage
 
 #if canImport(Glibc)
@@ -163,17 +164,7 @@ enum SegmentFiles {
     }
 
     private static func writeAll(_ fd: Int32, _ data: ByteBuffer, path: String) throws {
-        try data.withUnsafeReadableBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("write", path: path, errno: errno)
-                }
-                offset += n
-            }
-        }
+        try data.withUnsafeReadableBytes { try FileOps.writeAll(fd, $0, path: path) }
     }
 
     /// Reads and replays every segment file of `directory` (created if missing). A torn or corrupt tail is cut off

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import WoodpeckerCore
+import WoodpeckerIO
 
 /// The files of an on-disk `EmbeddedMetadataStore`, all blocking: call only from a blocking context
 /// (`EventLoop.runBlocking`), and from one at a time (the store runs at most one journal job).
@@ -131,17 +132,7 @@ final class JournalDirectory: @unchecked Sendable {
     /// Appends bytes to the current generation and makes them durable.
     func append(_ bytes: [UInt8]) throws {
         let file = path + "/" + Self.journalName(generation)
-        try bytes.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(journalFd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("write journal", path: file, errno: errno)
-                }
-                off += n
-            }
-        }
+        try bytes.withUnsafeBytes { try FileOps.writeAll(journalFd, $0, path: file, what: "write journal") }
         guard fdatasync(journalFd) == 0 else { throw ioError("fdatasync journal", path: file, errno: errno) }
         journalBytes += bytes.count
     }
@@ -216,24 +207,11 @@ final class JournalDirectory: @unchecked Sendable {
         let fd = Glibc.open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ioError("create", path: file, errno: errno) }
         defer { Glibc.close(fd) }
-        try bytes.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = write(fd, raw.baseAddress! + off, raw.count - off)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("write", path: file, errno: errno)
-                }
-                off += n
-            }
-        }
+        try bytes.withUnsafeBytes { try FileOps.writeAll(fd, $0, path: file) }
         guard fsync(fd) == 0 else { throw ioError("fsync", path: file, errno: errno) }
     }
 
     private func syncDirectory() throws {
-        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw ioError("open directory", path: path, errno: errno) }
-        defer { Glibc.close(fd) }
-        guard fsync(fd) == 0 else { throw ioError("fsync directory", path: path, errno: errno) }
+        try FileOps.fsyncDirectory(path)
     }
 }

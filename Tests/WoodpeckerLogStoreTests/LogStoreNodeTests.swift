@@ -65,6 +65,25 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
 @Suite(.timeLimit(.minutes(1))) struct LogStoreNodeTests {
     let ref = SegmentRef(objectPrefix: "wal/", logId: 1, segmentId: 2)
 
+    /// A node that missed `complete` (it was down, or the writer crashed and another writer recovered the segment)
+    /// drops its copies once the idle segment's footer is in object storage; without a footer it keeps them.
+    @Test func idleSegmentsCompletedInObjectStorageAreDropped() async throws {
+        var options = LogStoreNodeOptions()
+        options.idleSegmentCheckMs = 40
+        let f = try await Fixture.start(dataDir: true, options: options)
+        try await f.client.append(ref, block: 0, bytes: makeBlock(0), confirmedThrough: -1)
+        let other = SegmentRef(objectPrefix: "wal/", logId: 1, segmentId: 3)
+        try await f.client.append(other, block: 0, bytes: makeBlock(0), confirmedThrough: -1)
+        try await f.store.put(ref.directory + "footer.blk", ByteBuffer(bytes: [1, 2, 3]))
+        #expect(try await eventually { try await f.client.status(ref).blocks.isEmpty })
+        let done = try await f.client.status(ref)
+        #expect(done.fenced, "a dropped segment refuses late appends")
+        await expectError(.segmentFenced) { try await f.client.append(ref, block: 1, bytes: makeBlock(1), confirmedThrough: -1) }
+        try await Task.sleep(nanoseconds: 150_000_000)
+        #expect(try await f.client.status(other).blocks.count == 1, "no footer: the copies are still needed")
+        await f.stop()
+    }
+
     @Test func appendThenStatusAndReadBlock() async throws {
         let f = try await Fixture.start()
         let b0 = makeBlock(0, firstEntryId: 0, count: 3)
