@@ -92,8 +92,11 @@ public actor Log {
             tailBytes += b.info.size
             lastAcked = LogMessageId(segmentId: segmentId, entryId: b.info.lastEntryId)
         }
+        // Past the bound, trim to 7/8 of it: trimming is a shift of the whole array, so it should not happen on
+        // every block.
+        guard tailBytes > config.tailCacheBytes else { return wakeAll() }
         var drop = 0
-        while tailBytes > config.tailCacheBytes && drop < tail.count - 1 {
+        while tailBytes > config.tailCacheBytes - config.tailCacheBytes / 8 && drop < tail.count - 1 {
             tailBytes -= tail[drop].block.info.size
             drop += 1
         }

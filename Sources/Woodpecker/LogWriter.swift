@@ -347,7 +347,9 @@ public actor LogWriter {
         inFlight.append(InFlight(blockNumber: blockNumber, firstEntryId: first, entries: entries,
                                  completions: completions, bytes: bytes, encodedSize: encoded.readableBytes))
         let segId = seg.id
-        Task(executorPreference: loop) {
+        // Started inline, so that the write is submitted before the jobs of the appenders just acknowledged run:
+        // the store stays busy instead of idling behind them.
+        Task.immediate {
             let result: Result<Void, WoodpeckerError>
             do {
                 try await objects.writeBlock(blockNumber, encoded)
@@ -357,7 +359,10 @@ public actor LogWriter {
             } catch {
                 result = .failure(WoodpeckerError(.ioFailure, "\(objects.location) block \(blockNumber): \(error)"))
             }
-            await self.blockFinished(segmentId: segId, blockNumber: blockNumber, result)
+            // Always handled as a later loop job, never from inside this call: a store that completes without
+            // suspending must not re-enter the writer halfway through `pump` or `close`, and the appends queued
+            // meanwhile still go into the next block together.
+            self.loop.execute { self.assumeIsolated { $0.blockFinished(segmentId: segId, blockNumber: blockNumber, result) } }
         }
     }
 
@@ -411,17 +416,18 @@ public actor LogWriter {
     }
 
     private func ack(_ b: InFlight, _ info: BlockInfo) {
-        guard var seg = segment else { return }
+        guard segment != nil else { return }
         blocksFlushed += 1
         bytesFlushed += b.bytes
         encodedBytesFlushed += b.encodedSize
-        seg.blocks.append(info)
-        if seg.firstKey == nil { seg.firstKey = info.firstKey }
-        seg.lastKey = info.lastKey
-        seg.maxTimestamp = max(seg.maxTimestamp ?? .min, info.maxTimestamp)
-        segment = seg
+        // Mutated in place: a copy of the segment here would copy its whole block list on every ack.
+        segment!.blocks.append(info)
+        if segment!.firstKey == nil { segment!.firstKey = info.firstKey }
+        segment!.lastKey = info.lastKey
+        segment!.maxTimestamp = max(segment!.maxTimestamp ?? .min, info.maxTimestamp)
+        let segId = segment!.id
         for (k, c) in b.completions.enumerated() {
-            c(.success(LogMessageId(segmentId: seg.id, entryId: b.firstEntryId + Int64(k))))
+            c(.success(LogMessageId(segmentId: segId, entryId: b.firstEntryId + Int64(k))))
         }
     }
 
@@ -663,6 +669,9 @@ public actor LogWriter {
         if case .open = state {
             while queuedCount > 0 || !inFlight.isEmpty || rolling {
                 if queuedCount > 0 && inFlight.count < maxInFlight && !rollPending && !rolling { startBlock() }
+                // A store that completes a write without suspending has already acknowledged it (the write starts
+                // inline): wait only for what is still outstanding.
+                guard queuedCount > 0 || !inFlight.isEmpty || rolling else { break }
                 await withCheckedContinuation { closeWaiters.append($0) }
             }
             if case .open = state, let seg = segment {

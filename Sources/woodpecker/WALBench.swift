@@ -47,22 +47,29 @@ struct WALBench: AsyncParsableCommand {
             // Ceiling: sequential writes with an fsync per block of the average block size (local), or the store's
             // own parallel PUT rate for objects of that size (S3), same duration.
             var device = LatencyRun()
+            var ideal = LatencyRun()
             let ceiling: Double
             if onS3 {
                 ceiling = try await putCeiling(store: rt.store, objectBytes: avgBlock, streams: streams, seconds: seconds, loop: rt.loop)
             } else {
                 device = try await rt.loop.runBlocking { try fsyncCeiling(dir: dataDir, blockBytes: avgBlock, seconds: seconds) }
                 ceiling = device.mbPerSecond
+                ideal = try await rt.loop.runBlocking {
+                    try idealGroupCommit(dir: dataDir, entryBytes: entryBytes, rate: rate, seconds: seconds)
+                }
             }
             let ratio = max.mbPerSecond / ceiling
             // The device's own tail: no append can be durable faster than one write + fsync of its block.
             let deviceLine = onS3 ? "" : "\nceiling latency per write+fsync: p50=\(us(device.p(0.5))) p99=\(us(device.p(0.99))) p99.9=\(us(device.p(0.999)))"
+            // The best any WAL could do on this device at the latency phase's rate: one thread writing and syncing
+            // everything due, entries arriving in the generator's 1 ms ticks.
+            let idealLine = onS3 ? "" : "\nideal group commit at the same rate (one thread: write + fdatasync of all due entries, same 1 ms arrival ticks): p50=\(us(ideal.p(0.5))) p99=\(us(ideal.p(0.99))) p99.9=\(us(ideal.p(0.999)))  our p99 / ideal p99 = \(fmt(Double(fixed.p(0.99)) / Double(Swift.max(1, ideal.p(0.99)))))x"
             return """
                 entry_bytes=\(entryBytes) writers=\(writers) seconds=\(seconds)
                 max:     \(fmt(max.mbPerSecond)) MB/s  \(fmt(max.entriesPerSecond)) entries/s  p50=\(us(max.p(0.5))) p99=\(us(max.p(0.99))) p99.9=\(us(max.p(0.999)))  blocks=\(blocks) avg_block_bytes=\(avgBlock)
                 ceiling: \(fmt(ceiling)) MB/s  (\(onS3 ? "\(streams) parallel PUTs of \(avgBlock)-byte objects" : "sequential write + fsync per \(avgBlock)-byte block"), same run)
                 ratio:   \(fmt(ratio * 100))% of ceiling\(deviceLine)
-                at \(fmt(rate)) entries/s (\(Int(fraction * 100))% of max): \(fmt(fixed.mbPerSecond)) MB/s  p50=\(us(fixed.p(0.5))) p99=\(us(fixed.p(0.99))) p99.9=\(us(fixed.p(0.999)))
+                at \(fmt(rate)) entries/s (\(Int(fraction * 100))% of max): \(fmt(fixed.mbPerSecond)) MB/s  p50=\(us(fixed.p(0.5))) p99=\(us(fixed.p(0.99))) p99.9=\(us(fixed.p(0.999)))\(idealLine)
                 peak_rss_mib=\(peakRSSMiB())
                 """
         }
@@ -237,6 +244,55 @@ func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> Laten
     run.bytes = written
     run.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
     run.latenciesNs.sort()
+    return run
+}
+
+/// The latency floor of group commit on this device at `rate` entries/s: entries of `entryBytes` become visible in
+/// 1 ms ticks (as the open-loop generator issues them); one thread writes everything visible with one `fdatasync`,
+/// then looks again. Latency counts from each entry's scheduled time, as in `openLoop`.
+func idealGroupCommit(dir: String, entryBytes: Int, rate: Double, seconds: Double) throws -> LatencyRun {
+    let path = dir + "/ideal.\(getpid()).tmp"
+    let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+    guard fd >= 0 else { throw ioError("open", path: path, errno: errno) }
+    defer {
+        close(fd)
+        unlink(path)
+    }
+    let total = Int(rate * seconds)
+    let intervalNs = 1e9 / rate
+    var buffer = [UInt8](repeating: 0x5a, count: max(1, entryBytes) * 1024)
+    var run = LatencyRun()
+    run.latenciesNs.reserveCapacity(total)
+    let start = Clock.monotonicNanos()
+    var done = 0
+    var inFile = 0
+    while done < total {
+        let now = Clock.monotonicNanos()
+        let tick = (now - start) / 1_000_000 * 1_000_000  // entries due by the last 1 ms tick are visible
+        let visible = Swift.min(total, Int(Double(tick) / intervalNs) + 1)
+        if visible <= done {
+            var ts = timespec(tv_sec: 0, tv_nsec: 100_000)
+            nanosleep(&ts, nil)
+            continue
+        }
+        let bytes = (visible - done) * entryBytes
+        if buffer.count < bytes { buffer = [UInt8](repeating: 0x5a, count: bytes) }
+        let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress, bytes) }
+        guard n == bytes else { throw ioError("write", path: path, errno: errno) }
+        guard fdatasync(fd) == 0 else { throw ioError("fdatasync", path: path, errno: errno) }
+        let end = Clock.monotonicNanos()
+        for i in done..<visible { run.latenciesNs.append(end - (start + UInt64(Double(i) * intervalNs))) }
+        run.entries += visible - done
+        run.bytes += bytes
+        done = visible
+        inFile += bytes
+        if inFile > 4 << 30 {
+            _ = ftruncate(fd, 0)
+            lseek(fd, 0, SEEK_SET)
+            inFile = 0
+        }
+    }
+    run.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
     return run
 }
 
