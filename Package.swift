@@ -72,7 +72,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "KafkaBrokerTests",
                     dependencies: ["KafkaBroker", "KafkaProtocol", "Woodpecker", "WoodpeckerIO", "WoodpeckerCore",
-                                   "WoodpeckerStorage", "WoodpeckerMetadata"],
+                                   "WoodpeckerStorage", "WoodpeckerMetadata", "WoodpeckerLogStore"],
                     swiftSettings: swiftSettings),
     ]
 )

@@ -222,11 +222,15 @@ actor PartitionLog {
             return ProduceResult(error: .notLeaderOrFollower, message: e.message)
         }
         // Offsets after the failure were assigned to batches that will fail too; restart numbering after the
-        // last acknowledged offset once everything in flight has settled.
+        // last acknowledged offset once everything in flight has settled. The reopen runs on its own: closing the
+        // failed writer waits for its storage (in QuorumBuffer mode, for a quorum of LogStores to answer again),
+        // which may take as long as the outage, and the producer must get its retryable error now, not a request
+        // timeout. Meanwhile produces are answered with the same retryable error (`writerBroken`).
         if highWatermark < logEndOffset && !writerReopening {
             writerReopening = true
-            await reopenWriter()
-            writerReopening = false
+            writerBroken = e
+            nextReopenAtMs = 0
+            Task(executorPreference: loop) { await self.retryReopen() }
         }
         return ProduceResult(error: e.isRetryable ? Self.retryableCode(e) : .unknownServerError, message: e.message)
     }

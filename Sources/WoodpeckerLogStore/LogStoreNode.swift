@@ -179,7 +179,8 @@ public actor LogStoreNode {
 
     /// See `LogStoreNodeClient.append`.
     public func append(_ ref: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32) async throws {
-        let info = try SegmentCodec.decodeBlock(bytes).info
+        // Every record CRC and the block's own checks, without building its entries (the node only stores them).
+        let info = try SegmentCodec.verifyBlock(bytes)
         guard info.blockNumber == n, n >= 0 else {
             throw WoodpeckerError(.invalidArgument, "append to \(ref): block \(n) carries block number \(info.blockNumber)")
         }
@@ -305,7 +306,7 @@ public actor LogStoreNode {
         s.fileExists = true
         for (n, bytes) in l.blocks {
             // Verified by the loader.
-            guard let info = try? SegmentCodec.decodeBlock(bytes).info else { continue }
+            guard let info = try? SegmentCodec.verifyBlock(bytes) else { continue }
             s.blocks[n] = Held(bytes: bytes, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
                                                               lastEntryId: info.lastEntryId, size: bytes.readableBytes))
             bufferedBytes += bytes.readableBytes

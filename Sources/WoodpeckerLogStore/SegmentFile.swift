@@ -200,7 +200,7 @@ enum SegmentFiles {
             switch r {
             case .header: break
             case let .block(n, c, blockBytes):
-                guard (try? SegmentCodec.decodeBlock(blockBytes))?.info.blockNumber == n else {
+                guard (try? SegmentCodec.verifyBlock(blockBytes))?.blockNumber == n else {
                     // Cannot happen after the record CRC passed, unless a bug wrote it: stop here like a torn tail.
                     valid = SegmentFiles.encode(Array(records[0..<i])).readableBytes
                     records.removeLast(records.count - i)
