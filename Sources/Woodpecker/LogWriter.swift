@@ -669,9 +669,6 @@ public actor LogWriter {
         if case .open = state {
             while queuedCount > 0 || !inFlight.isEmpty || rolling {
                 if queuedCount > 0 && inFlight.count < maxInFlight && !rollPending && !rolling { startBlock() }
-                // A store that completes a write without suspending has already acknowledged it (the write starts
-                // inline): wait only for what is still outstanding.
-                guard queuedCount > 0 || !inFlight.isEmpty || rolling else { break }
                 await withCheckedContinuation { closeWaiters.append($0) }
             }
             if case .open = state, let seg = segment {

@@ -157,11 +157,10 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
 
     /// The node told the confirmed point at once, so that it uploads each block as soon as it is confirmed. The
     /// others hear it `uploadLagBlocks` later (at once when they report being full): by then the uploader has
-    /// normally put those blocks in object
-    /// storage, the others find them there (a HEAD) and drop their copies, so node memory stays bounded without
-    /// every block being written three times. If the uploader is lost they still upload, a little later; when it
-    /// is dropped from the segment the next live node takes over. Spread over the ensemble by segment id, so that
-    /// the partitions of a broker use every node.
+    /// normally put those blocks in object storage, the others find them there (a HEAD) and drop their copies, so
+    /// node memory stays bounded without every block being written three times. If the uploader is lost they
+    /// still upload, a little later; when it is dropped from the segment the next live node takes over. Spread
+    /// over the ensemble by segment id, so that the partitions of a broker use every node.
     var uploader: String? {
         let live = ensemble.filter { excluded[$0] == nil }
         guard !live.isEmpty else { return nil }
@@ -259,7 +258,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
             for await (address, r) in group {
                 switch r {
                 case let .success(s) where s.known: known.append((address, s))
-                case .success: errors.append("\(address): does not hold the segment (restarted without its data)")
+                case .success: errors.append("\(address): does not hold the segment (a node without a data directory that restarted)")
                 case let .failure(e): errors.append("\(address): \(e.message)")
                 }
             }

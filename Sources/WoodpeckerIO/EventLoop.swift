@@ -52,11 +52,11 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private var thread = pthread_t()
     private let stopped = Atomic<Bool>(false)
 
-    /// Starts the loop thread and returns once it is running.
     /// A write to a socket the peer reset raises SIGPIPE, whose default action ends the process without a word;
     /// libuv reports the error to the write callback instead once the signal is ignored.
     private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
 
+    /// Starts the loop thread and returns once it is running.
     public init(name: String = "wp-loop") {
         Self.ignoreSIGPIPE
         self.name = name

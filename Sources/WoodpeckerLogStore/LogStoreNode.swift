@@ -243,12 +243,22 @@ public actor LogStoreNode {
             seg.fenced = true
             if dataDirectory != nil { try await persist(seg, [.fence]) }
         }
-        return seg.status
+        return reported(seg.status)
     }
 
     public func status(_ ref: SegmentRef) -> SegmentStatus {
-        segment(ref, create: false)?.status
-            ?? SegmentStatus(known: false, fenced: false, blocks: [], uploadedThrough: -1, confirmedThrough: -1)
+        reported(segment(ref, create: false)?.status
+            ?? SegmentStatus(known: false, fenced: false, blocks: [], uploadedThrough: -1, confirmedThrough: -1))
+    }
+
+    /// A node with a data directory writes a segment's record before it acknowledges any block of it, so what it
+    /// reports is evidence even for a segment it never saw (it holds no block of it): `known`. Without one, a
+    /// segment it does not hold may be one it lost in a restart. (A writer that created a segment and stopped
+    /// before its first append leaves one that no node ever saw; recovery must be able to seal it empty.)
+    private func reported(_ s: SegmentStatus) -> SegmentStatus {
+        var s = s
+        if dataDirectory != nil { s.known = true }
+        return s
     }
 
     public func readBlock(_ ref: SegmentRef, number n: Int32) -> ByteBuffer? {

@@ -37,8 +37,10 @@ public struct HeldBlock: Sendable, Equatable {
 
 /// What a node knows of one segment (the answer to `fence` and `status`).
 public struct SegmentStatus: Sendable, Equatable {
-    /// False when the node holds no state for the segment: it never saw it, or it restarted without a data
-    /// directory. Such a reply proves nothing about which blocks exist and must not count towards a fence quorum.
+    /// False when the node's reply proves nothing about which blocks exist: it holds no state for the segment and
+    /// has no data directory (it may have lost the segment in a restart). Such a reply must not count towards a
+    /// fence quorum. A node with a data directory is always `known` (it records a segment before acknowledging
+    /// any of its blocks, so holding nothing means it acknowledged nothing).
     public var known: Bool
     /// Whether appends to the segment are refused from now on.
     public var fenced: Bool

@@ -167,78 +167,16 @@ public enum SegmentCodec {
         }
     }
 
-    /// Verifies a whole block object exactly as `decodeBlock` does (every record CRC, the block CRC, the entry
-    /// count, key order, the key and timestamp bounds) and returns its `BlockInfo`, without materialising the
-    /// entries: no allocation per entry or per block. Accepts exactly the blocks `decodeBlock` accepts, returns the
-    /// same info, and rejects the others with the same `WoodpeckerError(.corrupted, "segment block: <what>")`.
-    /// For a receiver that only stores or forwards the bytes (a LogStore node); use `decodeBlock` to read entries.
+    /// Verifies a whole block object with exactly `decodeBlock`'s checks (every record CRC, the block CRC, the entry
+    /// count, key order, the key and timestamp bounds) and returns its `BlockInfo`, without keeping the entries.
+    /// Rejects with the same `WoodpeckerError(.corrupted, "segment block: <what>")`. For a receiver that only
+    /// stores or forwards the bytes (a LogStore node); use `decodeBlock` to read entries.
     public static func verifyBlock(_ bytes: ByteBuffer) throws -> BlockInfo {
-        let fault: CodecFault
-        do throws(CodecFault) {
-            let prefix = try decodeBlockPrefix(bytes)
-            let info = prefix.info
-            let dataLength = bytes.writerIndex - prefix.dataStart
-            guard dataLength == Int(prefix.blockHeader.blockLength) else {
-                throw CodecFault("block \(info.blockNumber) announces \(prefix.blockHeader.blockLength) data bytes, the object has \(dataLength)")
-            }
-            let dataOffset = prefix.dataStart - bytes.readerIndex
-            let blockCrc = prefix.blockHeader.blockCrc
-            // Offsets below are relative to the reader index, as in `readRecord`'s messages.
-            let problem: CodecFault? = bytes.withUnsafeReadableBytes { raw -> CodecFault? in
-                let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[dataOffset...]))
-                guard crc == blockCrc else {
-                    return CodecFault("block \(info.blockNumber) CRC mismatch: stored \(hex(blockCrc)), computed \(hex(crc))")
-                }
-                let end = raw.count
-                var at = dataOffset
-                var count = 0
-                var firstKey = Int64.min, lastKey = Int64.min, maxTimestamp = Int64.min
-                while at < end {
-                    let available = end - at
-                    guard available >= recordOverhead else {
-                        return CodecFault("torn record at byte \(at): \(available) bytes, a frame needs \(recordOverhead)")
-                    }
-                    let stored = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self))
-                    let type = raw[at + 4]
-                    let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 5, as: UInt32.self)))
-                    guard length <= available - recordOverhead else {
-                        return CodecFault("torn record at byte \(at): length \(length), only \(available - recordOverhead) bytes follow")
-                    }
-                    let actual = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(at + 4)..<(at + recordOverhead + length)]))
-                    guard actual == stored else {
-                        return CodecFault("record CRC mismatch at byte \(at) (type \(type), length \(length)): stored \(hex(stored)), computed \(hex(actual))")
-                    }
-                    guard type == RecordType.data.rawValue else {
-                        return CodecFault("block \(info.blockNumber): expected a data record at byte \(at), found type \(type)")
-                    }
-                    guard length >= dataPrefix else {
-                        return CodecFault("data record payload is \(length) bytes, expected at least \(dataPrefix)")
-                    }
-                    let key = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead, as: Int64.self))
-                    let timestamp = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead + 8, as: Int64.self))
-                    if count > 0 && key < lastKey {
-                        return CodecFault("block \(info.blockNumber): keys go backwards (\(lastKey) then \(key))")
-                    }
-                    if count == 0 { firstKey = key }
-                    lastKey = key
-                    maxTimestamp = max(maxTimestamp, timestamp)
-                    count += 1
-                    at += recordOverhead + length
-                }
-                guard count == info.entryCount else {
-                    return CodecFault("block \(info.blockNumber) announces \(info.entryCount) entries, holds \(count)")
-                }
-                guard firstKey == info.firstKey, lastKey == info.lastKey, maxTimestamp == info.maxTimestamp else {
-                    return CodecFault("block \(info.blockNumber): key or timestamp bounds in the header do not match its entries")
-                }
-                return nil
-            }
-            guard let problem else { return info }
-            fault = problem
+        do {
+            return try scanBlock(bytes) { _, _, _, _ in }.info
         } catch {
-            fault = error
+            throw WoodpeckerError(.corrupted, "segment block: \(error.what); re-read the object or treat the block as lost")
         }
-        throw WoodpeckerError(.corrupted, "segment block: \(fault.what); re-read the object or treat the block as lost")
     }
 
     /// Decodes only the block header (and header record, if any) from the first bytes of a block object, for

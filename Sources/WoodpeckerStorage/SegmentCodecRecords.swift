@@ -216,45 +216,89 @@ extension SegmentCodec {
         return (info, header, bh, raw.end)
     }
 
-    static func decodeBlockOrFault(_ bytes: ByteBuffer) throws(CodecFault) -> DecodedBlock {
+    /// Checks a whole block object: its data length and CRC, then every record (its CRC, a data record, keys not
+    /// going backwards), the entry count and the header's key and timestamp bounds. `entry` gets each entry in
+    /// order: its key, timestamp, and the absolute index and length of its payload in `bytes`. The one definition
+    /// of a valid block, for `decodeBlock` (which keeps the entries) and `verifyBlock` (which only checks); it
+    /// reads the records in place, without a slice per record.
+    static func scanBlock(_ bytes: ByteBuffer, entry: (_ key: Int64, _ timestamp: Int64, _ payloadAt: Int, _ payloadLength: Int) -> Void)
+        throws(CodecFault) -> (info: BlockInfo, header: SegmentHeader?) {
         let prefix = try decodeBlockPrefix(bytes)
         let info = prefix.info
         let dataLength = bytes.writerIndex - prefix.dataStart
         guard dataLength == Int(prefix.blockHeader.blockLength) else {
             throw CodecFault("block \(info.blockNumber) announces \(prefix.blockHeader.blockLength) data bytes, the object has \(dataLength)")
         }
-        let data: ByteBuffer
-        do { data = try bytes.getSlice(at: prefix.dataStart, length: dataLength) } catch { throw CodecFault("\(error)") }
-        let crc = CRC32C.checksum(data)
-        guard crc == prefix.blockHeader.blockCrc else {
-            throw CodecFault("block \(info.blockNumber) CRC mismatch: stored \(hex(prefix.blockHeader.blockCrc)), computed \(hex(crc))")
+        let dataOffset = prefix.dataStart - bytes.readerIndex
+        let blockCrc = prefix.blockHeader.blockCrc
+        let base = bytes.readerIndex
+        // Offsets in messages are relative to the reader index, as in `readRecord`'s.
+        let problem: CodecFault? = bytes.withUnsafeReadableBytes { raw -> CodecFault? in
+            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[dataOffset...]))
+            guard crc == blockCrc else {
+                return CodecFault("block \(info.blockNumber) CRC mismatch: stored \(hex(blockCrc)), computed \(hex(crc))")
+            }
+            let end = raw.count
+            var at = dataOffset
+            var count = 0
+            var firstKey = Int64.min, lastKey = Int64.min, maxTimestamp = Int64.min
+            while at < end {
+                let available = end - at
+                guard available >= recordOverhead else {
+                    return CodecFault("torn record at byte \(at): \(available) bytes, a frame needs \(recordOverhead)")
+                }
+                let stored = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self))
+                let type = raw[at + 4]
+                let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 5, as: UInt32.self)))
+                guard length <= available - recordOverhead else {
+                    return CodecFault("torn record at byte \(at): length \(length), only \(available - recordOverhead) bytes follow")
+                }
+                let actual = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(at + 4)..<(at + recordOverhead + length)]))
+                guard actual == stored else {
+                    return CodecFault("record CRC mismatch at byte \(at) (type \(type), length \(length)): stored \(hex(stored)), computed \(hex(actual))")
+                }
+                guard type == RecordType.data.rawValue else {
+                    return CodecFault("block \(info.blockNumber): expected a data record at byte \(at), found type \(type)")
+                }
+                guard length >= dataPrefix else {
+                    return CodecFault("data record payload is \(length) bytes, expected at least \(dataPrefix)")
+                }
+                let key = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead, as: Int64.self))
+                let timestamp = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead + 8, as: Int64.self))
+                if count > 0 && key < lastKey {
+                    return CodecFault("block \(info.blockNumber): keys go backwards (\(lastKey) then \(key))")
+                }
+                if count == 0 { firstKey = key }
+                lastKey = key
+                maxTimestamp = max(maxTimestamp, timestamp)
+                count += 1
+                entry(key, timestamp, base + at + recordOverhead + dataPrefix, length - dataPrefix)
+                at += recordOverhead + length
+            }
+            guard count == info.entryCount else {
+                return CodecFault("block \(info.blockNumber) announces \(info.entryCount) entries, holds \(count)")
+            }
+            guard firstKey == info.firstKey, lastKey == info.lastKey, maxTimestamp == info.maxTimestamp else {
+                return CodecFault("block \(info.blockNumber): key or timestamp bounds in the header do not match its entries")
+            }
+            return nil
         }
+        if let problem { throw problem }
+        return (info, prefix.header)
+    }
+
+    static func decodeBlockOrFault(_ bytes: ByteBuffer) throws(CodecFault) -> DecodedBlock {
         var entries: [SegmentEntry] = []
-        entries.reserveCapacity(info.entryCount)
-        var at = prefix.dataStart
-        var maxTimestamp = Int64.min
-        while at < bytes.writerIndex {
-            let raw = try readRecord(bytes, at: at)
-            guard raw.type == RecordType.data.rawValue else {
-                throw CodecFault("block \(info.blockNumber): expected a data record at byte \(at - bytes.readerIndex), found type \(raw.type)")
+        var sliceError: DecodeError?
+        let (info, header) = try scanBlock(bytes) { key, timestamp, at, length in
+            do throws(DecodeError) {
+                entries.append(SegmentEntry(key: key, timestamp: timestamp, payload: try bytes.getSlice(at: at, length: length)))
+            } catch {
+                sliceError = error  // cannot happen: the scan checked the record lies inside `bytes`
             }
-            let e = try parseData(raw.payload)
-            if let last = entries.last, e.key < last.key {
-                throw CodecFault("block \(info.blockNumber): keys go backwards (\(last.key) then \(e.key))")
-            }
-            maxTimestamp = max(maxTimestamp, e.timestamp)
-            entries.append(e)
-            at = raw.end
         }
-        guard entries.count == info.entryCount else {
-            throw CodecFault("block \(info.blockNumber) announces \(info.entryCount) entries, holds \(entries.count)")
-        }
-        guard entries[0].key == info.firstKey, entries[entries.count - 1].key == info.lastKey,
-              maxTimestamp == info.maxTimestamp
-        else {
-            throw CodecFault("block \(info.blockNumber): key or timestamp bounds in the header do not match its entries")
-        }
-        return DecodedBlock(info: info, entries: entries, header: prefix.header)
+        if let sliceError { throw CodecFault("\(sliceError)") }
+        return DecodedBlock(info: info, entries: entries, header: header)
     }
 
     static func decodeFooterOrFault(_ bytes: ByteBuffer) throws(CodecFault) -> SegmentFooter {

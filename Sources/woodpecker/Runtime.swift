@@ -99,11 +99,7 @@ struct Runtime {
                 settings.ensembleSize = min(3, Set(logstores).count)
                 settings.ackQuorum = settings.ensembleSize / 2 + 1
             }
-            // A block costs one round trip to the nodes, not an object PUT: while blocks are in flight, later
-            // entries wait at most 1 ms for the next one (the 5 ms default would be most of the latency).
-            var quorumConfig = config
-            quorumConfig.flushIntervalMs = min(config.flushIntervalMs, 1)
-            let quorumClient = try WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: quorumConfig,
+            let quorumClient = try WoodpeckerClient(loop: loop, store: store, metadata: metadata, config: config,
                                                     metadataRoot: prefix + "woodpecker", quorum: settings)
             try await onLoop(loop) { try await quorumClient.startLogStoreDiscovery() }
             client = quorumClient

@@ -210,38 +210,52 @@ func putCeiling(store: any ObjectStore, objectBytes: Int, streams: Int, seconds:
     return Double(written) / 1e6 / (Double(Clock.monotonicNanos() - start) / 1e9)
 }
 
-/// Sequential writes of `blockBytes` with an fsync after each, into one file, for `seconds`: MB/s and the latency
-/// of each write + fsync.
-func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> LatencyRun {
-    let path = dir + "/ceiling.\(getpid()).tmp"
-    let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
-    guard fd >= 0 else { throw ioError("open", path: path, errno: errno) }
-    defer {
-        close(fd)
-        unlink(path)
+/// A temporary file for the device baselines: written sequentially, each write followed by `sync`, rewound past
+/// 4 GiB so that it stays bounded, removed when released. Threadpool only.
+final class ScratchLog {
+    let path: String
+    private let fd: Int32
+    private var inFile = 0
+
+    init(dir: String, name: String) throws {
+        path = dir + "/\(name).\(getpid()).tmp"
+        fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ioError("open", path: path, errno: errno) }
     }
-    let block = [UInt8](repeating: 0x5a, count: max(1, blockBytes))
-    let start = Clock.monotonicNanos()
-    let end = start + UInt64(seconds * 1e9)
-    var written = 0
-    var inFile = 0
-    var run = LatencyRun()
-    while Clock.monotonicNanos() < end {
-        let t0 = Clock.monotonicNanos()
-        let n = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        guard n == block.count else { throw ioError("write", path: path, errno: errno) }
-        guard fsync(fd) == 0 else { throw ioError("fsync", path: path, errno: errno) }
-        run.latenciesNs.append(Clock.monotonicNanos() - t0)
-        run.entries += 1
-        written += n
-        inFile += n
+
+    /// Writes `bytes` at the end and syncs them with `sync` (`fsync` or `fdatasync`).
+    func append(_ bytes: UnsafeRawBufferPointer, sync: (Int32) -> Int32, syncName: String) throws {
+        try FileOps.writeAll(fd, bytes, path: path)
+        guard sync(fd) == 0 else { throw ioError(syncName, path: path, errno: errno) }
+        inFile += bytes.count
         if inFile > 4 << 30 {
             _ = ftruncate(fd, 0)
             lseek(fd, 0, SEEK_SET)
             inFile = 0
         }
     }
-    run.bytes = written
+
+    deinit {
+        close(fd)
+        unlink(path)
+    }
+}
+
+/// Sequential writes of `blockBytes` with an fsync after each, into one file, for `seconds`: MB/s and the latency
+/// of each write + fsync.
+func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> LatencyRun {
+    let file = try ScratchLog(dir: dir, name: "ceiling")
+    let block = [UInt8](repeating: 0x5a, count: max(1, blockBytes))
+    let start = Clock.monotonicNanos()
+    let end = start + UInt64(seconds * 1e9)
+    var run = LatencyRun()
+    while Clock.monotonicNanos() < end {
+        let t0 = Clock.monotonicNanos()
+        try block.withUnsafeBytes { try file.append($0, sync: fsync, syncName: "fsync") }
+        run.latenciesNs.append(Clock.monotonicNanos() - t0)
+        run.entries += 1
+        run.bytes += block.count
+    }
     run.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
     run.latenciesNs.sort()
     return run
@@ -251,13 +265,7 @@ func fsyncCeiling(dir: String, blockBytes: Int, seconds: Double) throws -> Laten
 /// 1 ms ticks (as the open-loop generator issues them); one thread writes everything visible with one `fdatasync`,
 /// then looks again. Latency counts from each entry's scheduled time, as in `openLoop`.
 func idealGroupCommit(dir: String, entryBytes: Int, rate: Double, seconds: Double) throws -> LatencyRun {
-    let path = dir + "/ideal.\(getpid()).tmp"
-    let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0o644)
-    guard fd >= 0 else { throw ioError("open", path: path, errno: errno) }
-    defer {
-        close(fd)
-        unlink(path)
-    }
+    let file = try ScratchLog(dir: dir, name: "ideal")
     let total = Int(rate * seconds)
     let intervalNs = 1e9 / rate
     var buffer = [UInt8](repeating: 0x5a, count: max(1, entryBytes) * 1024)
@@ -265,10 +273,8 @@ func idealGroupCommit(dir: String, entryBytes: Int, rate: Double, seconds: Doubl
     run.latenciesNs.reserveCapacity(total)
     let start = Clock.monotonicNanos()
     var done = 0
-    var inFile = 0
     while done < total {
-        let now = Clock.monotonicNanos()
-        let tick = (now - start) / 1_000_000 * 1_000_000  // entries due by the last 1 ms tick are visible
+        let tick = (Clock.monotonicNanos() - start) / 1_000_000 * 1_000_000  // entries due by the last tick are visible
         let visible = Swift.min(total, Int(Double(tick) / intervalNs) + 1)
         if visible <= done {
             var ts = timespec(tv_sec: 0, tv_nsec: 100_000)
@@ -277,20 +283,12 @@ func idealGroupCommit(dir: String, entryBytes: Int, rate: Double, seconds: Doubl
         }
         let bytes = (visible - done) * entryBytes
         if buffer.count < bytes { buffer = [UInt8](repeating: 0x5a, count: bytes) }
-        let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress, bytes) }
-        guard n == bytes else { throw ioError("write", path: path, errno: errno) }
-        guard fdatasync(fd) == 0 else { throw ioError("fdatasync", path: path, errno: errno) }
+        try buffer.withUnsafeBytes { try file.append(UnsafeRawBufferPointer(rebasing: $0[..<bytes]), sync: fdatasync, syncName: "fdatasync") }
         let end = Clock.monotonicNanos()
         for i in done..<visible { run.latenciesNs.append(end - (start + UInt64(Double(i) * intervalNs))) }
         run.entries += visible - done
         run.bytes += bytes
         done = visible
-        inFile += bytes
-        if inFile > 4 << 30 {
-            _ = ftruncate(fd, 0)
-            lseek(fd, 0, SEEK_SET)
-            inFile = 0
-        }
     }
     run.elapsedSeconds = Double(Clock.monotonicNanos() - start) / 1e9
     return run

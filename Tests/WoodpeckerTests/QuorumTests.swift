@@ -325,6 +325,29 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
         }
     }
 
+    /// A writer that created its segment and stopped before the first append leaves a segment no node ever saw
+    /// (the broker killed right after reopening its writers). Nodes with data directories answer for it (they hold
+    /// nothing, so nothing was acknowledged) and the next writer seals it empty; this used to refuse forever.
+    @Test func aSegmentNoNodeEverSawIsRecoveredEmpty() async throws {
+        try await withQuorum { env, cluster in
+            let client1 = try cluster.client()
+            let log1 = try await client1.createLog("never")
+            let w1 = try await log1.openWriter()
+            for i in 0..<3 { _ = try await w1.append(bytes("n\(i)")) }
+            try await w1.close()
+            _ = try await log1.openWriter()  // creates the next segment, appends nothing, is abandoned
+            await client1.closeNodes()
+            try await env.restart()
+            let client2 = try cluster.client()
+            let log2 = try await client2.openLog("never")
+            let w2 = try await log2.openWriter()
+            _ = try await w2.append(bytes("after"))
+            try await w2.close()
+            #expect(try await readAll(log2).map { text($0.payload) } == ["n0", "n1", "n2", "after"])
+            await client2.closeNodes()
+        }
+    }
+
     @Test func aNewWriterFencesTheOldOneThroughTheNodes() async throws {
         try await withQuorum { env, cluster in
             let client1 = try cluster.client()
