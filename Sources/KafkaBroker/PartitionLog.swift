@@ -109,22 +109,29 @@ actor PartitionLog {
         await earliest.close()
         // Idempotent-producer windows and the max timestamp from the most recent entries.
         let tailFrom = max(logStartOffset, logEndOffset - Int64(brokerConfig.producerStateRecoveryEntries))
-        if tailFrom < logEndOffset {
-            let r = try await log.openReader(from: .key(tailFrom))
-            var seen = 0
-            while seen < brokerConfig.producerStateRecoveryEntries {
-                let batch = try await r.next(maxEntries: 1000, maxBytes: 16 << 20)
-                if batch.isEmpty { break }
-                for e in batch {
-                    guard let h = try? RecordBatchHeader(parsing: e.payload) else { continue }
-                    producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence,
-                                     lastSeq: h.baseSequence &+ h.lastOffsetDelta, baseOffset: h.baseOffset)
-                    if h.maxTimestamp > maxTimestamp.timestamp { maxTimestamp = (h.maxTimestamp, h.baseOffset) }
-                }
-                seen += batch.count
+        try await replayProducerState(from: tailFrom, to: logEndOffset)
+    }
+
+    /// Records the producer sequences and timestamps of the entries with keys in `from..<to` (at most
+    /// `producerStateRecoveryEntries` of them), so that a producer's retry of a batch already in the log is answered
+    /// as a duplicate instead of being written twice.
+    private func replayProducerState(from: Int64, to: Int64) async throws {
+        guard from < to else { return }
+        let r = try await log.openReader(from: .key(from))
+        var seen = 0
+        reading: while seen < brokerConfig.producerStateRecoveryEntries {
+            let batch = try await r.next(maxEntries: 1000, maxBytes: 16 << 20)
+            if batch.isEmpty { break }
+            for e in batch {
+                if e.key >= to { break reading }
+                guard let h = try? RecordBatchHeader(parsing: e.payload) else { continue }
+                producers.record(producerId: h.producerId, epoch: h.producerEpoch, firstSeq: h.baseSequence,
+                                 lastSeq: h.baseSequence &+ h.lastOffsetDelta, baseOffset: h.baseOffset)
+                if h.maxTimestamp > maxTimestamp.timestamp { maxTimestamp = (h.maxTimestamp, h.baseOffset) }
             }
-            await r.close()
+            seen += batch.count
         }
+        await r.close()
     }
 
     // MARK: produce
@@ -179,7 +186,7 @@ actor PartitionLog {
                          baseOffset: base)
         let promise = Promise<ProduceResult>()
         unacknowledged[base] = promise
-        let (entryTs, appendTs) = (ts, appendTime)
+        let (entryTs, appendTs, generation) = (ts, appendTime, writerGeneration)
         writer.enqueueOnLoop(batch.bytes, key: last, timestamp: entryTs) { [self] result in
             self.assumeIsolated { p in
                 switch result {
@@ -193,7 +200,7 @@ actor PartitionLog {
                 case let .failure(e):
                     p.producers.forget(producerId: h.producerId, firstSeq: h.baseSequence, baseOffset: base)
                     Task(executorPreference: p.loop) {
-                        let result = await p.appendFailed(e, base: base)
+                        let result = await p.appendFailed(e, base: base, generation: generation)
                         await p.settleFailed(base, promise)
                         promise.fulfill(result)
                     }
@@ -207,8 +214,12 @@ actor PartitionLog {
         if unacknowledged[base] === promise { unacknowledged[base] = nil }
     }
 
-    private func appendFailed(_ e: WoodpeckerError, base: Int64) async -> ProduceResult {
+    private func appendFailed(_ e: WoodpeckerError, base: Int64, generation: Int) async -> ProduceResult {
         Diagnostics.warn("\(topic)-\(partition): append at offset \(base) failed: \(e)")
+        if generation != writerGeneration {
+            // Failed by a writer that has been replaced since; the reopen has set the offsets already.
+            return ProduceResult(error: e.isRetryable ? Self.retryableCode(e) : .unknownServerError, message: e.message)
+        }
         if e.code == .lockLost, await writer.lostLease {
             // The writer's lease lapsed (etcd unreachable longer than its TTL); nobody else took the log. Answer
             // retryably and reopen the writer once the metadata store answers again.
@@ -243,6 +254,8 @@ actor PartitionLog {
     }
 
     private var writerReopening = false
+    /// Counts writer reopens: a failure reported by an older writer must not reopen the current one.
+    private var writerGeneration = 0
     /// Why the writer could not be reopened (nil while it is writable); produces get a retryable error meanwhile.
     private var writerBroken: WoodpeckerError?
     private var nextReopenAtMs: UInt64 = 0
@@ -256,16 +269,26 @@ actor PartitionLog {
 
     private func reopenWriter() async {
         do {
-            // The old writer is failing anyway; the new one fences and seals its segment whatever close did.
+            // The old writer is failing anyway; the new one fences and seals its segment whatever close did. What
+            // the old writer fails from here on belongs to an older generation and triggers nothing.
+            writerGeneration &+= 1
             try? await writer.close()
             writer = try await log.openWriter()
-            writerBroken = nil
-            if let lastEntry = try await log.lastEntry() {
-                logEndOffset = lastEntry.key + 1
-            } else {
-                logEndOffset = logStartOffset
+            // `writerBroken` stays set until the offsets below are right: a produce let through earlier would take
+            // an offset from the old numbering and the new writer would refuse the next one's lower key.
+            // When the old writer could not complete its segment itself, opening the new one recovered it, which
+            // may have kept entries beyond the last acknowledged one (a LogStore or the object store held them;
+            // their producers got an error and may retry): they are part of the log now, readable, and their
+            // producer sequences are recorded so that such a retry is answered as a duplicate.
+            var end = highWatermark
+            if let lastEntry = try await log.lastEntry(), lastEntry.key + 1 > end { end = lastEntry.key + 1 }
+            if end > highWatermark { try await replayProducerState(from: highWatermark, to: end) }
+            logEndOffset = end
+            if end > highWatermark {
+                highWatermark = end
+                wakeAll()
             }
-            if highWatermark > logEndOffset { logEndOffset = highWatermark }
+            writerBroken = nil
         } catch {
             Diagnostics.error("\(topic)-\(partition): cannot reopen the log writer: \(error)")
             writerBroken = error as? WoodpeckerError ?? WoodpeckerError(.internalError, "\(error)", retryable: true)

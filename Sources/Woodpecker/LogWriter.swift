@@ -81,6 +81,8 @@ public actor LogWriter {
     /// Set when the current segment must be completed before more blocks start (size/age roll or a failed block).
     private var rollPending = false
     private var rolling = false
+    /// `close` has begun: no new segment is opened once nothing is queued.
+    private var closing = false
     /// The current segment is completed in storage and metadata; the next one could not be created yet.
     private var segmentCompleted = false
     private var timer: LoopTimer?
@@ -439,6 +441,9 @@ public actor LogWriter {
 
     private func maybeRoll() {
         guard !rolling, inFlight.isEmpty, case .open = state else { return }
+        // Closing with nothing left to write: `close` completes the segment itself; opening another one (and
+        // retrying that while storage or the nodes are away) would only keep `close` waiting.
+        if closing && queuedCount == 0 { return }
         if !rollPending {
             guard let seg = segment, seg.sizeBytes > 0, Clock.wallMillis() - seg.createdAtMs >= config.segmentMaxAgeMs else { return }
         }
@@ -666,6 +671,7 @@ public actor LogWriter {
     public func close() async throws {
         auditor?.cancel()
         auditor = nil
+        closing = true
         if case .open = state {
             while queuedCount > 0 || !inFlight.isEmpty || rolling {
                 if queuedCount > 0 && inFlight.count < maxInFlight && !rollPending && !rolling { startBlock() }

@@ -105,7 +105,7 @@ func withQuorumBroker(_ body: (QuorumBrokerRig) async throws -> Void) async thro
     /// With two of three LogStores unreachable the producer gets NOT_ENOUGH_REPLICAS (19, retryable) and not some
     /// other code; once the nodes are back on their ports produces succeed again, and every acknowledged batch is
     /// fetched at the offset it was acknowledged with, byte for byte.
-    @Test(.disabled("flaky (about half the runs): after the first NOT_ENOUGH_REPLICAS the background reopen races the next produce; the log then shows invalidArgument key 15 is below the previous key 19 and the broker closes the connection. See NOTES.md, session 3; re-enable once fixed"))
+    @Test
     func tooFewLogStoresIsNotEnoughReplicasAndProduceResumesWhenTheyReturn() async throws {
         try await withQuorumBroker { rig in
             let c = try await rig.connect()
@@ -168,22 +168,7 @@ func withQuorumBroker(_ body: (QuorumBrokerRig) async throws -> Void) async thro
             // Read everything back up to the high watermark: offsets are dense, and each acknowledged batch is at
             // its acknowledged offset, byte for byte (a failed produce may or may not be there: its outcome was
             // unknown to the producer, who would retry it).
-            let hw = try await c.highWatermark("qp")
-            var fetched: [Int64: RecordBatch] = [:]
-            var next: Int64 = 0
-            while next < hw {
-                let f = try await c.fetch("qp", offset: next)
-                #expect(f.errorCode == 0)
-                let got = try batches(f.records)
-                guard !got.isEmpty else { throw TestFailure("fetch at \(next) below the high watermark \(hw) returned nothing") }
-                for b in got {
-                    #expect(b.header.baseOffset == next, "batches are not dense at \(next)")
-                    #expect(throws: Never.self) { try b.validate() }
-                    fetched[b.header.baseOffset] = b
-                    next = b.header.lastOffset + 1
-                }
-            }
-            #expect(next == hw)
+            let fetched = try await fetchAll(c, "qp")
             for (offset, batch) in acked {
                 let got = try #require(fetched[offset], "acknowledged batch at \(offset) is missing")
                 #expect(withoutBaseOffset(got) == withoutBaseOffset(batch), "batch at \(offset) differs")
@@ -192,4 +177,76 @@ func withQuorumBroker(_ body: (QuorumBrokerRig) async throws -> Void) async thro
             await c.close()
         }
     }
+
+    /// An idempotent producer's batch that failed for want of a quorum reached one LogStore. Its retry, once the
+    /// nodes are back, lands exactly once and right after the acknowledged batches: the failed attempt is neither
+    /// read back (the writer sealed its segment at its last acknowledged entry) nor makes the retry a gap or a
+    /// duplicate. (Should a reopen's recovery ever keep such a batch, the broker replays its sequence and answers the
+    /// retry as a duplicate; this test does not reach that case.)
+    @Test func anIdempotentRetryAfterNotEnoughReplicasLandsOnce() async throws {
+        try await withQuorumBroker { rig in
+            let c = try await rig.connect()
+            #expect(try await c.createTopic("qr").errorCode == 0)
+            var initReq = InitProducerIdRequest()
+            initReq.transactionalId = nil
+            initReq.transactionTimeoutMs = 60_000
+            let ids = try await c.call(initReq, version: 4, InitProducerIdResponse.self)
+            #expect(ids.errorCode == 0)
+            func batch(_ n: Int) -> RecordBatch {
+                makeBatch(count: 4, prefix: "b\(n)", producerId: ids.producerId, producerEpoch: ids.producerEpoch,
+                          baseSequence: Int32(n * 4))
+            }
+            for n in 0..<3 { #expect(try await c.produce("qr", batch(n).bytes).errorCode == 0) }
+            await rig.stopNode(1)
+            await rig.stopNode(2)
+            let failed = try await c.produce("qr", batch(3).bytes)
+            #expect(failed.errorCode == KafkaErrorCode.notEnoughReplicas.rawValue)
+            try await rig.startNode(1)
+            try await rig.startNode(2)
+            // Retry batch 3 as a producer would, until the partition writes again.
+            let deadline = nowMs() + 20_000
+            var acked: Int64 = -1
+            while acked < 0 && nowMs() < deadline {
+                let r = try await c.produce("qr", batch(3).bytes)
+                if r.errorCode == 0 {
+                    acked = r.baseOffset
+                } else {
+                    #expect(r.errorCode == KafkaErrorCode.notEnoughReplicas.rawValue, "retry: \(r.errorCode) \(r.errorMessage ?? "")")
+                    try await Task.sleep(nanoseconds: 50_000_000)
+                }
+            }
+            #expect(acked == 12, "the retried batch follows the three acknowledged ones")
+            let next = try await c.produce("qr", batch(4).bytes)
+            #expect(next.errorCode == 0 && next.baseOffset == 16)
+            let fetched = try await fetchAll(c, "qr")
+            #expect(fetched.keys.sorted() == [0, 4, 8, 12, 16], "each batch exactly once")
+            for n in 0..<5 {
+                let got = try #require(fetched[Int64(n * 4)])
+                #expect(withoutBaseOffset(got) == withoutBaseOffset(batch(n)), "batch \(n) differs")
+            }
+            await c.close()
+        }
+    }
+}
+
+/// Every batch of partition 0 of `topic` below the high watermark, by base offset; fails unless offsets are dense and
+/// every batch's CRC holds.
+func fetchAll(_ c: TestClient, _ topic: String) async throws -> [Int64: RecordBatch] {
+    let hw = try await c.highWatermark(topic)
+    var fetched: [Int64: RecordBatch] = [:]
+    var next: Int64 = 0
+    while next < hw {
+        let f = try await c.fetch(topic, offset: next)
+        #expect(f.errorCode == 0)
+        let got = try batches(f.records)
+        guard !got.isEmpty else { throw TestFailure("fetch at \(next) below the high watermark \(hw) returned nothing") }
+        for b in got {
+            #expect(b.header.baseOffset == next, "batches are not dense at \(next)")
+            #expect(throws: Never.self) { try b.validate() }
+            fetched[b.header.baseOffset] = b
+            next = b.header.lastOffset + 1
+        }
+    }
+    #expect(next == hw)
+    return fetched
 }

@@ -262,6 +262,38 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
         }
     }
 
+    /// A writer whose segment is completed but whose next segment cannot be created (too few nodes) used to keep
+    /// `close` waiting for as long as the nodes stayed away: every failed roll started another one.
+    @Test func closeReturnsWhileTheNextSegmentCannotBeCreated() async throws {
+        try await withQuorum { env, cluster in
+            let client = try cluster.client()
+            let log = try await client.createLog("closing")
+            let w = try await log.openWriter()
+            var acked: [String] = []
+            for i in 0..<10 {
+                _ = try await w.append(bytes("c\(i)"))
+                acked.append("c\(i)")
+            }
+            await cluster.stop(1)
+            await cluster.stop(2)
+            await #expect(throws: WoodpeckerError.self) { _ = try await w.append(bytes("lost")) }
+            let closed = Recorder<Bool>()
+            Task(executorPreference: env.loop) {
+                do {
+                    try await w.close()
+                    closed.add(true)
+                } catch {
+                    closed.add(false)
+                }
+            }
+            #expect(await eventually(env.loop, timeoutMs: 10_000) { closed.count == 1 }, "close did not return")
+            try await cluster.start(1)
+            try await cluster.start(2)
+            #expect(try await readAll(log).map { text($0.payload) } == acked)
+            await client.closeNodes()
+        }
+    }
+
     /// The case Woodpecker's "minimum of two replies" rule gets wrong: the last acknowledged block is held by one
     /// responder and by a node that is down during recovery; the other responder lacks it.
     @Test func recoveryKeepsABlockHeldOnlyByOneResponderAndADownNode() async throws {
