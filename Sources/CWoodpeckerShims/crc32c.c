@@ -40,11 +40,92 @@ uint32_t wp_crc32c_portable(uint32_t crc, const void *data, size_t length) {
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
+
+/* The hardware loop runs three independent CRCs over three adjacent stretches of the input (the crc32 instruction
+   has a latency of three cycles and a throughput of one per cycle, so one chain uses a third of it) and then joins
+   them: the CRC of A followed by B is the CRC of A shifted over len(B) zero bytes, xored with the CRC of B started
+   from zero. Shifting over a fixed length is a linear map on the 32 bits of the CRC, kept as four byte-indexed
+   tables per length (built once from the polynomial by repeated squaring of the one-zero-bit operator). */
+#define CRC_LONG 8192
+#define CRC_SHORT 256
+static uint32_t shift_long[4][256];
+static uint32_t shift_short[4][256];
+static int shift_ready = 0;
+
+/* Applies the 32x32 bit matrix `mat` (column n is the image of bit n) to `vec`. */
+static uint32_t gf2_times(const uint32_t *mat, uint32_t vec) {
+    uint32_t sum = 0;
+    for (; vec; vec >>= 1, mat++)
+        if (vec & 1) sum ^= *mat;
+    return sum;
+}
+
+static void gf2_square(uint32_t *square, const uint32_t *mat) {
+    for (int n = 0; n < 32; n++) square[n] = gf2_times(mat, mat[n]);
+}
+
+/* The operator that appends `bytes` zero bytes (a power of two) to a raw (not final-xored) CRC. */
+static void zeros_operator(uint32_t *op, size_t bytes) {
+    uint32_t a[32], b[32];
+    a[0] = 0x82F63B78u; /* one zero bit: shift right, xor the reflected polynomial when the low bit falls off */
+    for (int n = 1; n < 32; n++) a[n] = 1u << (n - 1);
+    size_t bits = 1;
+    uint32_t *cur = a, *next = b;
+    while (bits < bytes * 8) {
+        gf2_square(next, cur);
+        uint32_t *t = cur; cur = next; next = t;
+        bits <<= 1;
+    }
+    memcpy(op, cur, sizeof a);
+}
+
+static void build_shift(uint32_t table[4][256], size_t bytes) {
+    uint32_t op[32];
+    zeros_operator(op, bytes);
+    for (uint32_t n = 0; n < 256; n++)
+        for (int k = 0; k < 4; k++) table[k][n] = gf2_times(op, n << (8 * k));
+}
+
+static void build_shift_tables(void) {
+    build_shift(shift_long, CRC_LONG);
+    build_shift(shift_short, CRC_SHORT);
+    __atomic_store_n(&shift_ready, 1, __ATOMIC_RELEASE);
+}
+
+static inline uint32_t shift(uint32_t table[4][256], uint32_t crc) {
+    return table[0][crc & 0xff] ^ table[1][(crc >> 8) & 0xff] ^ table[2][(crc >> 16) & 0xff] ^ table[3][crc >> 24];
+}
+
+__attribute__((target("sse4.2")))
+static inline const uint8_t *three_way(uint64_t *crc, const uint8_t *p, size_t stretch, uint32_t table[4][256]) {
+    uint64_t c0 = *crc, c1 = 0, c2 = 0;
+    const uint8_t *end = p + stretch;
+    do {
+        uint64_t w0, w1, w2;
+        memcpy(&w0, p, 8);
+        memcpy(&w1, p + stretch, 8);
+        memcpy(&w2, p + 2 * stretch, 8);
+        c0 = _mm_crc32_u64(c0, w0);
+        c1 = _mm_crc32_u64(c1, w1);
+        c2 = _mm_crc32_u64(c2, w2);
+        p += 8;
+    } while (p < end);
+    c0 = shift(table, (uint32_t)c0) ^ (uint32_t)c1;
+    c0 = shift(table, (uint32_t)c0) ^ (uint32_t)c2;
+    *crc = c0;
+    return p + 2 * stretch;
+}
+
 __attribute__((target("sse4.2")))
 static uint32_t crc32c_sse42(uint32_t crc, const void *data, size_t length) {
     const uint8_t *p = (const uint8_t *)data;
     uint64_t c = ~crc;
     while (length && ((uintptr_t)p & 7)) { c = _mm_crc32_u8((uint32_t)c, *p++); length--; }
+    if (length >= 3 * CRC_SHORT) {
+        if (!__atomic_load_n(&shift_ready, __ATOMIC_ACQUIRE)) build_shift_tables();
+        while (length >= 3 * CRC_LONG) { p = three_way(&c, p, CRC_LONG, shift_long); length -= 3 * CRC_LONG; }
+        while (length >= 3 * CRC_SHORT) { p = three_way(&c, p, CRC_SHORT, shift_short); length -= 3 * CRC_SHORT; }
+    }
     while (length >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);

@@ -160,6 +160,15 @@ public struct Record: Sendable, Equatable {
 
     /// Reads one length-prefixed record; the record must consume exactly its announced length.
     static func decode(from buffer: inout ByteBuffer) throws(DecodeError) -> Record {
+        try read(from: &buffer, materialize: true).record!
+    }
+
+    /// Reads one record. With `materialize` false the framing is checked just as strictly, but key, value and
+    /// headers are skipped, not copied, and only the offset delta is returned (what a broker validating a produced
+    /// batch needs).
+    static func read(from buffer: inout ByteBuffer, materialize: Bool) throws(DecodeError)
+        -> (offsetDelta: Int32, record: Record?)
+    {
         let length = try buffer.readVarint()
         guard length >= 0, length <= Int64(buffer.readableBytes) else {
             throw .malformed("record length \(length) with \(buffer.readableBytes) bytes left")
@@ -169,29 +178,40 @@ public struct Record: Sendable, Equatable {
         let timestampDelta = try b.readVarint()
         let offsetDelta = try b.readVarint()
         guard let od = Int32(exactly: offsetDelta) else { throw .malformed("offset delta \(offsetDelta) out of range") }
-        let key = try readVarBytes(&b, what: "key")
-        let value = try readVarBytes(&b, what: "value")
+        let key = try readVarBytes(&b, what: "key", materialize: materialize)
+        let value = try readVarBytes(&b, what: "value", materialize: materialize)
         let headerCount = try b.readVarint()
         guard headerCount >= 0, headerCount <= Int64(b.readableBytes) else {
             throw .malformed("header count \(headerCount) with \(b.readableBytes) bytes left")
         }
         var headers: [RecordHeader] = []
-        headers.reserveCapacity(Int(headerCount))
+        if materialize { headers.reserveCapacity(Int(headerCount)) }
         for _ in 0..<headerCount {
             let klen = try b.readVarint()
             guard klen >= 0, klen <= Int64(b.readableBytes) else { throw .malformed("header key length \(klen)") }
-            let k = try b.readString(length: Int(klen))
-            headers.append(RecordHeader(key: k, value: try readVarBytes(&b, what: "header value")))
+            if materialize {
+                let k = try b.readString(length: Int(klen))
+                headers.append(RecordHeader(key: k, value: try readVarBytes(&b, what: "header value", materialize: true)))
+            } else {
+                try b.skip(Int(klen))
+                _ = try readVarBytes(&b, what: "header value", materialize: false)
+            }
         }
         guard b.readableBytes == 0 else { throw .malformed("record has \(b.readableBytes) trailing bytes") }
-        return Record(offsetDelta: od, timestampDelta: timestampDelta, key: key, value: value, headers: headers,
-                      attributes: attributes)
+        guard materialize else { return (od, nil) }
+        return (od, Record(offsetDelta: od, timestampDelta: timestampDelta, key: key, value: value, headers: headers,
+                           attributes: attributes))
     }
 
-    static func readVarBytes(_ b: inout ByteBuffer, what: String) throws(DecodeError) -> [UInt8]? {
+    /// Reads (or, with `materialize` false, skips) a varint-length byte string; nil for length -1.
+    static func readVarBytes(_ b: inout ByteBuffer, what: String, materialize: Bool = true) throws(DecodeError) -> [UInt8]? {
         let n = try b.readVarint()
         if n == -1 { return nil }
         guard n >= 0, n <= Int64(b.readableBytes) else { throw .malformed("\(what) length \(n) with \(b.readableBytes) bytes left") }
+        guard materialize else {
+            try b.skip(Int(n))
+            return nil
+        }
         return try b.readBytes(length: Int(n))
     }
 }
@@ -274,9 +294,11 @@ public struct RecordBatch: Sendable, Equatable {
                                    "inconsistent batch offset range: recordsCount \(header.recordsCount), lastOffsetDelta \(header.lastOffsetDelta)")
         }
         if codec == .none {
-            let recs = try records()
-            for (i, r) in recs.enumerated() where r.offsetDelta != Int32(i) {
-                throw RecordBatchError(.invalidRecords, "record \(i) has offset delta \(r.offsetDelta)")
+            // Every record's framing and offset delta, without copying keys and values out.
+            try walkRecords(materialize: false, maxDecompressedBytes: 0) { i, offsetDelta, _ throws(RecordBatchError) in
+                if offsetDelta != Int32(i) {
+                    throw RecordBatchError(.invalidRecords, "record \(i) has offset delta \(offsetDelta)")
+                }
             }
         }
     }
@@ -290,6 +312,19 @@ public struct RecordBatch: Sendable, Equatable {
     /// Decodes every record, decompressing first when needed. The count must equal `recordsCount`.
     public func records(maxDecompressedBytes: Int = KafkaCompression.defaultMaxDecompressedBytes)
         throws(RecordBatchError) -> [Record]
+    {
+        var out: [Record] = []
+        out.reserveCapacity(max(0, min(Int(header.recordsCount), 1 << 16)))
+        try walkRecords(materialize: true, maxDecompressedBytes: maxDecompressedBytes) { _, _, r throws(RecordBatchError) in
+            out.append(r!)
+        }
+        return out
+    }
+
+    /// Reads the records in order (decompressing first when needed), checking that exactly `recordsCount` of them
+    /// fill the payload, and hands each one's index and offset delta (and, when materialized, the record) to `visit`.
+    private func walkRecords(materialize: Bool, maxDecompressedBytes: Int,
+                             _ visit: (Int, Int32, Record?) throws(RecordBatchError) -> Void) throws(RecordBatchError)
     {
         guard let codec = header.compression else {
             throw RecordBatchError(.unknownCodec, "compression bits \(header.attributes & 7) name no codec")
@@ -309,17 +344,18 @@ public struct RecordBatch: Sendable, Equatable {
         guard count >= 0, count <= data.readableBytes / 7 + 1 else {
             throw RecordBatchError(.invalidRecords, "recordsCount \(count) cannot fit in \(data.readableBytes) bytes")
         }
-        var out: [Record] = []
-        out.reserveCapacity(count)
-        do {
-            for _ in 0..<count { out.append(try Record.decode(from: &data)) }
-        } catch {
-            throw RecordBatchError(.invalidRecords, "record \(out.count) of \(count): \(error)")
+        for i in 0..<count {
+            let r: (offsetDelta: Int32, record: Record?)
+            do {
+                r = try Record.read(from: &data, materialize: materialize)
+            } catch {
+                throw RecordBatchError(.invalidRecords, "record \(i) of \(count): \(error)")
+            }
+            try visit(i, r.offsetDelta, r.record)
         }
         guard data.readableBytes == 0 else {
             throw RecordBatchError(.invalidRecords, "\(data.readableBytes) bytes after the last of \(count) records")
         }
-        return out
     }
 
     // MARK: rewrites

@@ -12,6 +12,10 @@ public enum CRC32C {
         buffer.withUnsafeReadableBytes { checksum($0, seed: seed) }
     }
     public static var isHardwareAccelerated: Bool { wp_crc32c_hardware_available() != 0 }
+    /// The table-driven software CRC, the reference the hardware path is tested against.
+    public static func portableChecksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
+        wp_crc32c_portable(seed, bytes.baseAddress, bytes.count)
+    }
 }
 
 /// CRC-32 (IEEE 802.3, zlib's polynomial), used by the Woodpecker record codec.

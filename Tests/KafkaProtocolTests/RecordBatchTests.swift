@@ -97,6 +97,35 @@ import WoodpeckerCore
         }
     }
 
+    /// `validate` checks record framing without copying keys and values; it must accept exactly the batches whose
+    /// records decode. Every single-byte change inside the records (with the CRC made right again, so the framing
+    /// check is what decides) gets the same verdict from both paths.
+    @Test func validateAgreesWithFullDecodingOnCorruptRecords() throws {
+        let original = try sampleBatch().bytes.readableBytesArray
+        var rejected = 0
+        for position in RecordBatchHeader.size..<original.count {
+            for value: UInt8 in [0x00, 0x01, 0x7f, 0x80, 0xff, original[position] &+ 1] where value != original[position] {
+                var bytes = original
+                bytes[position] = value
+                var batch = try #require(try RecordBatch.split(ByteBuffer(bytes: bytes)).first)
+                let crc = batch.computeCRC()
+                withUnsafeBytes(of: crc.bigEndian) { for i in 0..<4 { bytes[17 + i] = $0[i] } }
+                batch = try #require(try RecordBatch.split(ByteBuffer(bytes: bytes)).first)
+                let decodes: Bool
+                do {
+                    let recs = try batch.records()
+                    decodes = recs.enumerated().allSatisfy { $0.element.offsetDelta == Int32($0.offset) }
+                } catch {
+                    decodes = false
+                }
+                let valid = (try? batch.validate()) != nil
+                #expect(valid == decodes, "byte \(position) set to \(value): validate \(valid), decoding \(decodes)")
+                if !valid { rejected += 1 }
+            }
+        }
+        #expect(rejected > 100, "the corruptions should mostly be caught (\(rejected) were)")
+    }
+
     @Test func wrongMagicAndLengths() throws {
         var bytes = try sampleBatch().bytes.readableBytesArray
         var magic1 = bytes

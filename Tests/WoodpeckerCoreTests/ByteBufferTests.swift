@@ -69,6 +69,26 @@ import WoodpeckerCore
         #expect(whole == chained)
     }
 
+    /// The hardware path splits long inputs into three interleaved stretches (8 KiB, then 256 B) joined by shift
+    /// tables; every length around those thresholds, at every alignment, must equal the bytewise software CRC.
+    @Test func crc32cHardwareMatchesTheSoftwareReference() {
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<(3 * 8192 * 2 + 1000)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        var lengths = Array(0..<80) + [767, 768, 769, 775, 776, 1536, 24_575, 24_576, 24_577, 24_576 + 768, 49_152]
+        for _ in 0..<200 { lengths.append(Int.random(in: 0...(data.count - 8), using: &rng)) }
+        data.withUnsafeBytes { all in
+            for length in lengths {
+                for offset in 0..<8 where offset + length <= all.count {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[offset..<(offset + length)])
+                    let seed = UInt32.random(in: 0...UInt32.max, using: &rng)
+                    let hw = CRC32C.checksum(slice, seed: seed)
+                    let sw = CRC32C.portableChecksum(slice, seed: seed)
+                    if hw != sw { Issue.record("length \(length) offset \(offset): hardware \(hw), software \(sw)") }
+                }
+            }
+        }
+    }
+
     @Test func crc32IeeeKnownAnswer() {
         #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
         #expect(CRC32.checksum([UInt8]()) == 0)
