@@ -19,9 +19,10 @@ public actor Log {
     private(set) var activeBlocks: [BlockInfo] = []
     /// Last acknowledged entry of the in-process writer.
     private(set) var lastAcked: LogMessageId?
-    /// Recently acknowledged blocks, decoded, newest last; bounded by `tailCacheBytes`.
-    private var tail: [(segmentId: Int64, block: DecodedBlock)] = []
-    private var tailBytes = 0
+    /// Recently acknowledged blocks, decoded, newest last (from `tailHead` on), with their sequence numbers in the
+    /// client's `TailBudget`, which bounds all logs' caches together and evicts the oldest first.
+    private var tail: [(segmentId: Int64, seq: UInt64, block: DecodedBlock)] = []
+    private var tailHead = 0
     private var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
     private var nextWaiter: UInt64 = 0
     private var writer: LogWriter?
@@ -88,34 +89,74 @@ public actor Log {
     private func publishIsolated(segmentId: Int64, blocks: [DecodedBlock]) {
         for b in blocks {
             if activeSegmentId == segmentId { activeBlocks.append(b.info) }
-            tail.append((segmentId, b))
-            tailBytes += b.info.size
             lastAcked = LogMessageId(segmentId: segmentId, entryId: b.info.lastEntryId)
+            // Cached before the budget hears of it: that may evict this very block when it alone is over.
+            let seq = client.tailBudget.nextSequence()
+            tail.append((segmentId, seq, b))
+            client.tailBudget.published(self, seq: seq, bytes: b.info.size)
         }
-        // Past the bound, trim to 7/8 of it: trimming is a shift of the whole array, so it should not happen on
-        // every block.
-        guard tailBytes > config.tailCacheBytes else { return wakeAll() }
-        var drop = 0
-        while tailBytes > config.tailCacheBytes - config.tailCacheBytes / 8 && drop < tail.count - 1 {
-            tailBytes -= tail[drop].block.info.size
-            drop += 1
-        }
-        if drop > 0 { tail.removeFirst(drop) }
         wakeAll()
+    }
+
+    /// Drops the cached block with sequence number `seq` (the budget evicts oldest first, so it is this log's oldest
+    /// cached block, or gone already); returns the bytes freed, nil if the block was no longer cached.
+    func evictCached(seq: UInt64) -> Int? {
+        guard tailHead < tail.count, tail[tailHead].seq == seq else { return nil }
+        let size = tail[tailHead].block.info.size
+        tailHead += 1
+        if tailHead == tail.count {
+            tail.removeAll(keepingCapacity: tail.capacity <= 1024)
+            tailHead = 0
+        } else if tailHead > 64 && tailHead * 2 > tail.count {
+            tail.removeFirst(tailHead)
+            tailHead = 0
+        }
+        return size
+    }
+
+    /// How many acknowledged blocks this log caches for tail readers now.
+    public var cachedBlockCount: Int { tail.count - tailHead }
+
+    /// Whether the block with sequence number `seq` is still cached (sequence numbers increase along the tail).
+    func holdsCached(seq: UInt64) -> Bool {
+        var lo = tailHead, hi = tail.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if tail[mid].seq < seq { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < tail.count && tail[lo].seq == seq
     }
 
     /// Forgets the tail cache of a deleted segment, so that no reader gets entries that storage no longer has.
     private func dropCachedBlocks(segment: Int64) {
-        tail.removeAll { t in
-            if t.segmentId != segment { return false }
-            tailBytes -= t.block.info.size
-            return true
+        dropCached { $0 == segment }
+    }
+
+    /// Forgets the whole tail cache (the log is being deleted).
+    func dropAllCached() {
+        dropCached { _ in true }
+    }
+
+    private func dropCached(where matches: (Int64) -> Bool) {
+        var blocks = 0, size = 0
+        var kept: [(segmentId: Int64, seq: UInt64, block: DecodedBlock)] = []
+        for t in tail[tailHead...] {
+            if matches(t.segmentId) {
+                blocks += 1
+                size += t.block.info.size
+            } else {
+                kept.append(t)
+            }
         }
+        guard blocks > 0 else { return }
+        tail = kept
+        tailHead = 0
+        client.tailBudget.dropped(blocks: blocks, bytes: size)
     }
 
     /// A cached decoded block of `segment` holding `entryId`, if still in the tail cache.
     func cachedBlock(segment: Int64, entryId: Int64) -> DecodedBlock? {
-        for t in tail.reversed() where t.segmentId == segment {
+        for t in tail[tailHead...].reversed() where t.segmentId == segment {
             if t.block.info.firstEntryId <= entryId && entryId <= t.block.info.lastEntryId { return t.block }
             if t.block.info.lastEntryId < entryId { return nil }
         }

@@ -24,8 +24,9 @@ public struct WALConfig: Sendable {
     public var compactionTargetBytes: Int = Limits.compactionTargetBytes
     /// How often a writer's auditor compacts, marks truncated segments and collects garbage (0 = never).
     public var auditIntervalMs: UInt64 = 10_000
-    /// Decoded recent blocks kept in memory for tail readers, per log.
-    public var tailCacheBytes: Int = 32 * 1024 * 1024
+    /// Decoded recent blocks kept in memory for tail readers, for all logs of a client together (the blocks
+    /// published longest ago are evicted first, whichever log holds them).
+    public var tailCacheBytes: Int = 128 * 1024 * 1024
     /// Readers poll storage at this interval for appends made by another process (in-process appends wake them).
     public var crossProcessPollMs: UInt64 = 100
     /// Blocks of a completed segment a reader fetches ahead of its position (0 = none).

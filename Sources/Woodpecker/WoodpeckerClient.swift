@@ -27,6 +27,15 @@ public final class WoodpeckerClient: Sendable {
     /// Identifies this process in segment metadata (diagnostics only).
     let writerName: String
     private let registry: LogRegistry
+    /// Bounds the tail caches of all this client's logs together.
+    let tailBudget: TailBudget
+
+    /// Bytes of decoded blocks the logs of this client cache for tail readers now (at most
+    /// `config.tailCacheBytes`). Call on the client's loop.
+    public var tailCacheBytesInUse: Int {
+        loop.preconditionInLoop()
+        return tailBudget.bytes
+    }
 
     /// A client whose segments are objects in `store` (one object per block; S3, or files via `LocalFileStore`).
     public convenience init(loop: EventLoop, store: any ObjectStore, metadata: any MetadataStore, config: WALConfig = WALConfig(),
@@ -67,6 +76,7 @@ public final class WoodpeckerClient: Sendable {
         gethostname(&host, 255)
         self.writerName = "\(String(cChars: host))/\(getpid())"
         self.registry = LogRegistry(loop: loop)
+        self.tailBudget = TailBudget(limit: config.tailCacheBytes, loop: loop)
     }
 
     /// Creates a log; `.logAlreadyExists` if the name is taken. Log names are non-empty and contain no `/`.
@@ -148,6 +158,7 @@ public final class WoodpeckerClient: Sendable {
         _ = try await metadata.txn(compare: [.unchanged(keys.log(name), modRevision: kv.modRevision)],
                                    then: [.deletePrefix(keys.segmentsPrefix(name)), .delete(key: keys.writerLock(name)),
                                           .delete(key: keys.log(name))])
+        await log.dropAllCached()
         await registry.forget(name)
     }
 

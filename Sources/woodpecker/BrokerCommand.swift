@@ -51,6 +51,8 @@ struct BrokerCommand: AsyncParsableCommand {
         cfg.metadataPrefix = rt.metadataPrefix
         let broker = Broker(config: cfg, client: rt.client)
         let port = try await onLoop(rt.loop) { try await broker.start() }
+        let releaser = MemoryReleaser(loop: rt.loop)
+        rt.loop.execute { releaser.start() }
         Diagnostics.info("woodpecker broker listening on \(cfg.listenHost):\(port) (advertised \(cfg.advertisedHost):\(cfg.advertisedPort)), data in \(cfg.dataDir)")
         let stop = AsyncStream<Int32>.makeStream()
         let watcher = await SignalWatcher(loop: rt.loop, signals: [SIGTERM, SIGINT]) { stop.continuation.yield($0) }
@@ -58,7 +60,10 @@ struct BrokerCommand: AsyncParsableCommand {
             Diagnostics.info("signal \(sig): shutting down")
             break
         }
-        try await onLoop(rt.loop) { await broker.stop() }
+        try await onLoop(rt.loop) {
+            releaser.stop()
+            await broker.stop()
+        }
         await watcher.close()
         await rt.close()
         Diagnostics.info("broker stopped")

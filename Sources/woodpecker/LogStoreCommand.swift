@@ -44,6 +44,8 @@ struct LogStoreCommand: AsyncParsableCommand {
         if let d = dataDir { try FileOps.makeDirectories(d) }
         let node = LogStoreNode(loop: loop, store: store, dataDirectory: dataDir, options: options)
         try await onLoop(loop) { try await node.start(host: host, port: port) }
+        let releaser = MemoryReleaser(loop: loop)
+        loop.execute { releaser.start() }
         let bound = await node.port
         var out = StdoutWriter()
         out.append("logstore listening on \(host):\(bound)\n")
@@ -68,7 +70,10 @@ struct LogStoreCommand: AsyncParsableCommand {
         }
         if let registration { try await onLoop(loop) { await registration.stop() } }
         if let registry { await registry.close() }
-        try await onLoop(loop) { await node.stop() }
+        try await onLoop(loop) {
+            releaser.stop()
+            await node.stop()
+        }
         await watcher.close()
         if let s3 = store as? S3Store { await s3.close() }
         Diagnostics.info("logstore stopped")

@@ -17,4 +17,9 @@ uintptr_t wp_thread_token(void) __attribute__((noinline));
 
 /// Monotonic clock in nanoseconds.
 uint64_t wp_monotonic_ns(void);
+/// Bytes glibc's malloc arenas hold free (mallinfo2().fordblks); 0 elsewhere. Walks the free lists: not on a loop.
+long wp_allocator_free_bytes(void);
+/// malloc_trim(0): returns free arena pages to the kernel; 1 if any were released. Not on a loop thread.
+int wp_allocator_trim(void);
+
 #endif

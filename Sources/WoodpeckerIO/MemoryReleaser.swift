@@ -1,0 +1,70 @@
+import CWoodpeckerShims
+import Synchronization
+import WoodpeckerCore
+
+/// Hands memory that glibc's allocator keeps after frees back to the kernel, now and then.
+///
+/// A broker churns through buffers of up to several MiB (request frames, encoded blocks, S3 bodies). glibc serves
+/// them from its arenas once its dynamic mmap threshold has risen, and free chunks in the middle of an arena stay
+/// resident: measured here, a broker on S3 grew by 50-110 MiB of RSS per topic produced to, while the allocator had
+/// only a third of its arena in use (`malloc_stats`), and `malloc_trim(0)` brought 162 MiB back to 57 MiB. Every
+/// `intervalMs` this checks how many free bytes the arenas hold (`mallinfo2`) and, past `minFreeBytes`, trims on
+/// the loop's thread pool (both walk the arenas under their locks: never on the loop thread).
+public final class MemoryReleaser: @unchecked Sendable {
+    private let loop: EventLoop
+    private let intervalMs: UInt64
+    private let minFreeBytes: Int
+    private var timer: LoopTimer?
+    private var trimming = false
+    private let trimCount = Atomic<Int>(0)
+    /// Trims that released memory (readable from any thread).
+    public var trims: Int { trimCount.load(ordering: .relaxed) }
+
+    public init(loop: EventLoop, intervalMs: UInt64 = 5_000, minFreeBytes: Int = 32 << 20) {
+        self.loop = loop
+        self.intervalMs = intervalMs
+        self.minFreeBytes = minFreeBytes
+    }
+
+    /// Free bytes glibc's arenas hold (not returned to the kernel); 0 where that cannot be asked.
+    public static func allocatorFreeBytes() -> Int {
+        Int(wp_allocator_free_bytes())
+    }
+
+    /// Returns free arena memory to the kernel now, on the calling thread; true if any was released.
+    @discardableResult
+    public static func trimNow() -> Bool {
+        wp_allocator_trim() != 0
+    }
+
+    /// Starts checking; call on the loop.
+    public func start() {
+        loop.preconditionInLoop()
+        guard timer == nil else { return }
+        let t = LoopTimer(loop: loop) { [weak self] in self?.tick() }
+        t.start(afterMs: intervalMs, repeatMs: intervalMs)
+        timer = t
+    }
+
+    /// Stops checking; call on the loop.
+    public func stop() {
+        loop.preconditionInLoop()
+        timer?.close()
+        timer = nil
+    }
+
+    private func tick() {
+        guard !trimming else { return }
+        trimming = true
+        let threshold = minFreeBytes
+        Task(executorPreference: loop) { [self] in
+            // Both the count (which walks the free lists) and the trim run off the loop thread.
+            let trimmed = (try? await loop.runBlocking { () -> Bool in
+                guard Self.allocatorFreeBytes() >= threshold else { return false }
+                return Self.trimNow()
+            }) ?? false
+            trimming = false
+            if trimmed { trimCount.add(1, ordering: .relaxed) }
+        }
+    }
+}
