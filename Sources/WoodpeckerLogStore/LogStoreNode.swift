@@ -17,6 +17,8 @@ public struct LogStoreNodeOptions: Sendable {
     /// Backoff between upload retries after a retryable store error, and between checks for a block this node
     /// does not hold: doubles from the first value up to the second.
     public var retryBackoffMs: (first: UInt64, max: UInt64) = (50, 2_000)
+    /// How long `stop` waits for the node's own tasks (file writes, uploads) to end before it returns anyway.
+    public var stopTimeoutMs: UInt64 = 5_000
     /// How long `complete` waits for uploads before failing with `.timeout`.
     public var completeTimeoutMs: UInt64 = 60_000
     /// Fenced, empty records kept for completed segments and for segments fenced before this node saw them
@@ -138,9 +140,26 @@ public actor LogStoreNode {
             let e = WoodpeckerError(.nodeUnavailable, "LogStore node stopping: complete of \(seg.ref) abandoned", retryable: true)
             for w in seg.waiters { seg.resumeWaiter(w.id, .failure(e)) }
         }
+        // Every task ends within its own bounds (uploads re-check `stopping` after each backoff), but stopping must
+        // not hang on one that does not: past `stopTimeoutMs` the node returns and says so.
+        let deadline = Clock.monotonicMillis() + options.stopTimeoutMs
         while activeTasks > 0 {
+            let now = Clock.monotonicMillis()
+            guard now < deadline else {
+                Diagnostics.warn("logstore: stopped with \(activeTasks) task(s) still running after \(options.stopTimeoutMs) ms (\(uploadsInFlight) upload(s)); data files are complete up to the last acknowledged append")
+                break
+            }
+            loop.schedule(afterMs: deadline - now) { [weak self] in
+                self?.assumeIsolated { $0.wakeIdleWaiters() }
+            }
             await withCheckedContinuation { idleWaiters.append($0) }
         }
+    }
+
+    private func wakeIdleWaiters() {
+        let w = idleWaiters
+        idleWaiters.removeAll()
+        for c in w { c.resume() }
     }
 
     public func health() -> NodeHealth {
@@ -424,11 +443,7 @@ public actor LogStoreNode {
 
     private func taskEnded() {
         activeTasks -= 1
-        if activeTasks == 0 {
-            let w = idleWaiters
-            idleWaiters.removeAll()
-            for c in w { c.resume() }
-        }
+        if activeTasks == 0 { wakeIdleWaiters() }
     }
 
     // MARK: uploads

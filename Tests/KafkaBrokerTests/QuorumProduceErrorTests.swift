@@ -101,7 +101,7 @@ func withQuorumBroker(_ body: (QuorumBrokerRig) async throws -> Void) async thro
     await rig.shutdown()
 }
 
-@Suite(.serialized) struct QuorumProduceErrorTests {
+@Suite(.serialized, .timeLimit(.minutes(2))) struct QuorumProduceErrorTests {
     /// With two of three LogStores unreachable the producer gets NOT_ENOUGH_REPLICAS (19, retryable) and not some
     /// other code; once the nodes are back on their ports produces succeed again, and every acknowledged batch is
     /// fetched at the offset it was acknowledged with, byte for byte.
