@@ -1,4 +1,5 @@
 #include "CWoodpeckerShims.h"
+#include <pthread.h>
 #include <string.h>
 
 static uint32_t table8[8][256];
@@ -50,7 +51,7 @@ uint32_t wp_crc32c_portable(uint32_t crc, const void *data, size_t length) {
 #define CRC_SHORT 256
 static uint32_t shift_long[4][256];
 static uint32_t shift_short[4][256];
-static int shift_ready = 0;
+static pthread_once_t shift_once = PTHREAD_ONCE_INIT;
 
 /* Applies the 32x32 bit matrix `mat` (column n is the image of bit n) to `vec`. */
 static uint32_t gf2_times(const uint32_t *mat, uint32_t vec) {
@@ -89,7 +90,6 @@ static void build_shift(uint32_t table[4][256], size_t bytes) {
 static void build_shift_tables(void) {
     build_shift(shift_long, CRC_LONG);
     build_shift(shift_short, CRC_SHORT);
-    __atomic_store_n(&shift_ready, 1, __ATOMIC_RELEASE);
 }
 
 static inline uint32_t shift(uint32_t table[4][256], uint32_t crc) {
@@ -122,7 +122,7 @@ static uint32_t crc32c_sse42(uint32_t crc, const void *data, size_t length) {
     uint64_t c = ~crc;
     while (length && ((uintptr_t)p & 7)) { c = _mm_crc32_u8((uint32_t)c, *p++); length--; }
     if (length >= 3 * CRC_SHORT) {
-        if (!__atomic_load_n(&shift_ready, __ATOMIC_ACQUIRE)) build_shift_tables();
+        pthread_once(&shift_once, build_shift_tables);
         while (length >= 3 * CRC_LONG) { p = three_way(&c, p, CRC_LONG, shift_long); length -= 3 * CRC_LONG; }
         while (length >= 3 * CRC_SHORT) { p = three_way(&c, p, CRC_SHORT, shift_short); length -= 3 * CRC_SHORT; }
     }

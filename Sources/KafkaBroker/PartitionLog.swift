@@ -216,10 +216,9 @@ actor PartitionLog {
 
     private func appendFailed(_ e: WoodpeckerError, base: Int64, generation: Int) async -> ProduceResult {
         Diagnostics.warn("\(topic)-\(partition): append at offset \(base) failed: \(e)")
-        if generation != writerGeneration {
-            // Failed by a writer that has been replaced since; the reopen has set the offsets already.
-            return ProduceResult(error: e.isRetryable ? Self.retryableCode(e) : .unknownServerError, message: e.message)
-        }
+        let answer = ProduceResult(error: e.isRetryable ? Self.retryableCode(e) : .unknownServerError, message: e.message)
+        // Failed by a writer that has been replaced since: the reopen has set the offsets already.
+        guard generation == writerGeneration else { return answer }
         if e.code == .lockLost, await writer.lostLease {
             // The writer's lease lapsed (etcd unreachable longer than its TTL); nobody else took the log. Answer
             // retryably and reopen the writer once the metadata store answers again.
@@ -243,7 +242,7 @@ actor PartitionLog {
             nextReopenAtMs = 0
             Task(executorPreference: loop) { await self.retryReopen() }
         }
-        return ProduceResult(error: e.isRetryable ? Self.retryableCode(e) : .unknownServerError, message: e.message)
+        return answer
     }
 
     /// The retryable Kafka error for a retryable WAL failure: too few LogStores is NOT_ENOUGH_REPLICAS (what a

@@ -58,7 +58,8 @@ public final class MemoryReleaser: @unchecked Sendable {
         trimming = true
         let threshold = minFreeBytes
         Task(executorPreference: loop) { [self] in
-            // Both the count (which walks the free lists) and the trim run off the loop thread.
+            // Both the count (which walks the free lists) and the trim run off the loop thread. runBlocking fails
+            // only when libuv refuses the work; this round is then skipped and the next tick tries again.
             let trimmed = (try? await loop.runBlocking { () -> Bool in
                 guard Self.allocatorFreeBytes() >= threshold else { return false }
                 return Self.trimNow()

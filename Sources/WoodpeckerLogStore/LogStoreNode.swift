@@ -143,14 +143,15 @@ public actor LogStoreNode {
         // Every task ends within its own bounds (uploads re-check `stopping` after each backoff), but stopping must
         // not hang on one that does not: past `stopTimeoutMs` the node returns and says so.
         let deadline = Clock.monotonicMillis() + options.stopTimeoutMs
+        if activeTasks > 0 {
+            loop.schedule(afterMs: options.stopTimeoutMs) { [weak self] in
+                self?.assumeIsolated { $0.wakeIdleWaiters() }
+            }
+        }
         while activeTasks > 0 {
-            let now = Clock.monotonicMillis()
-            guard now < deadline else {
+            guard Clock.monotonicMillis() < deadline else {
                 Diagnostics.warn("logstore: stopped with \(activeTasks) task(s) still running after \(options.stopTimeoutMs) ms (\(uploadsInFlight) upload(s)); data files are complete up to the last acknowledged append")
                 break
-            }
-            loop.schedule(afterMs: deadline - now) { [weak self] in
-                self?.assumeIsolated { $0.wakeIdleWaiters() }
             }
             await withCheckedContinuation { idleWaiters.append($0) }
         }
