@@ -37,6 +37,12 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     private var ackedAhead: Set<Int32> = []
     private(set) var confirmedThrough: Int32 = -1
     private var pushedThrough: Int32 = -1
+    /// Highest durable point any node of the ensemble reported (blocks 0...n are in object storage), and the one
+    /// last pushed: passed on to the others so that they drop their copies without looking the blocks up.
+    private(set) var durableThrough: Int32 = -1
+    private var pushedDurable: Int32 = -1
+    private var durablePolls = 0
+    static let maxDurablePolls = 8
     private var pushScheduled = false
 
     init(objects: ObjectSegmentStore, pool: LogStorePool, ensemble: [String], maxConcurrentWrites: Int) {
@@ -61,6 +67,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         }
         let confirmed = confirmedThrough
         pushedThrough = max(pushedThrough, confirmed)
+        pushedDurable = max(pushedDurable, durableThrough)
         let uploader = self.uploader
         let wait = QuorumWait(needed: needed, total: targets.count)
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
@@ -87,7 +94,9 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         while true {
             if let e = excluded[address] { return e }  // dropped meanwhile by another block's failure
             do {
-                try await node.append(ref, block: n, bytes: bytes, confirmedThrough: confirmed)
+                let uploaded = try await node.append(ref, block: n, bytes: bytes, confirmedThrough: confirmed,
+                                                     durableThrough: durableThrough, uploader: address == uploader)
+                noteDurable(uploaded)
                 // A node reached over a new connection may be a restarted process that lost earlier blocks of
                 // this segment (no data directory): its later acknowledgements cannot count, and its fence reply
                 // would claim blocks it no longer has. Drop it from the segment; the writer rolls once it can.
@@ -106,7 +115,11 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
                 if e.code == .bufferFull && Clock.monotonicMillis() < busyDeadline {
                     // A node told a lagging confirmed point may be full of blocks it is not yet allowed to drop:
                     // give it the whole confirmed point, so that it finds (or uploads) them and frees room.
-                    if confirmedThrough >= 0 { try? await node.updateConfirmed(ref, through: confirmedThrough) }
+                    if confirmedThrough >= 0,
+                       let uploaded = try? await node.updateConfirmed(ref, through: confirmedThrough, durableThrough: durableThrough,
+                                                                      uploader: address == uploader) {
+                        noteDurable(uploaded)
+                    }
                     await loop.sleep(ms: busyBackoff)
                     busyBackoff = min(busyBackoff * 2, 200)
                     continue
@@ -134,25 +147,55 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     }
 
     /// Pushes the confirmed point to the nodes a moment after the last acknowledgement, unless a later append
-    /// carried it already; at most one push per delay window.
+    /// carried it already; at most one push per delay window. Also pushes a durable point that advanced since the
+    /// last push, learning the uploader's from its answer, so that once the writer is quiet the other nodes drop
+    /// their copies without a lookup per block. While uploads trail the confirmed point and nothing else moves,
+    /// the uploader is asked again at doubling intervals, at most `maxDurablePolls` times.
     private func schedulePush() {
-        guard !pushScheduled, confirmedThrough > pushedThrough else { return }
+        guard !pushScheduled else { return }
+        if confirmedThrough > pushedThrough || durableThrough > pushedDurable {
+            durablePolls = 0
+        } else if durableThrough < confirmedThrough && durablePolls < Self.maxDurablePolls {
+            durablePolls += 1
+        } else {
+            return
+        }
         pushScheduled = true
-        loop.schedule(afterMs: settings.confirmPushDelayMs) { [self] in
+        loop.schedule(afterMs: settings.confirmPushDelayMs << UInt64(durablePolls)) { [self] in
             pushScheduled = false
             let c = confirmedThrough
-            guard c > pushedThrough else { return }
-            pushedThrough = c
+            let d = durableThrough
+            let progress = c > pushedThrough || d > pushedDurable
+            if progress { durablePolls = 0 }
+            guard progress || durablePolls > 0 else { return }
+            pushedThrough = max(pushedThrough, c)
+            pushedDurable = max(pushedDurable, d)
+            let uploader = self.uploader
             for address in ensemble where excluded[address] == nil {
-                let told = address == uploader ? c : Self.lagging(c)
-                guard told >= 0 else { continue }
+                let isUploader = address == uploader
+                // Without progress only the uploader is asked (for its durable point).
+                guard isUploader || progress else { continue }
+                let told = isUploader ? c : Self.lagging(c)
+                guard told >= 0 || d >= 0 else { continue }
                 let node = pool.client(address)
                 let ref = self.ref
                 // Advisory: a lost push only delays that node's uploads until the next append or `complete`
                 // carries the point again.
-                Task(executorPreference: loop) { try? await node.updateConfirmed(ref, through: told) }
+                Task(executorPreference: loop) {
+                    if let uploaded = try? await node.updateConfirmed(ref, through: told, durableThrough: d, uploader: isUploader) {
+                        self.noteDurable(uploaded)
+                    }
+                    if isUploader { self.schedulePush() }
+                }
             }
         }
+    }
+
+    /// A node reported blocks 0...n durable in object storage.
+    private func noteDurable(_ n: Int32) {
+        guard n > durableThrough else { return }
+        durableThrough = min(n, confirmedThrough)
+        schedulePush()
     }
 
     /// The node told the confirmed point at once, so that it uploads each block as soon as it is confirmed. The

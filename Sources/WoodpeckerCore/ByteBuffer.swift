@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// A growable byte buffer with a reader and a writer index.
 ///
 /// Storage is a copy-on-write `[UInt8]`: copying a buffer or taking a slice (`readSlice`, `getSlice`) shares the
@@ -48,9 +54,19 @@ public struct ByteBuffer: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// A buffer holding only a copy of the readable bytes, with storage of its own (one copy).
+    public func copyOfReadableBytes() -> ByteBuffer {
+        var out = ByteBuffer()
+        out.storage = Array(storage[readerIndex..<writerIndex])
+        out.writerIndex = out.storage.count
+        return out
+    }
+
     public static func == (a: ByteBuffer, b: ByteBuffer) -> Bool {
-        a.readableBytes == b.readableBytes
-            && a.storage[a.readerIndex..<a.writerIndex].elementsEqual(b.storage[b.readerIndex..<b.writerIndex])
+        guard a.readableBytes == b.readableBytes else { return false }
+        return a.withUnsafeReadableBytes { x in
+            b.withUnsafeReadableBytes { y in x.count == 0 || memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 }
+        }
     }
 
     public func hash(into h: inout Hasher) {

@@ -67,12 +67,19 @@ public actor LogStoreClient: LogStoreNodeClient {
 
     // MARK: LogStoreNodeClient
 
-    public func append(_ segment: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32) async throws {
-        _ = try await call(.append(segment, block: n, bytes: bytes, confirmedThrough: confirmedThrough))
+    public func append(_ segment: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32,
+                       durableThrough: Int32, uploader: Bool) async throws -> Int32 {
+        let r = try await call(.append(segment, block: n, bytes: bytes, confirmedThrough: confirmedThrough,
+                                       durableThrough: durableThrough, uploader: uploader))
+        guard case let .uploaded(through) = r else { throw unexpected("append") }
+        return through
     }
 
-    public func updateConfirmed(_ segment: SegmentRef, through: Int32) async throws {
-        _ = try await call(.updateConfirmed(segment, through: through))
+    public func updateConfirmed(_ segment: SegmentRef, through: Int32, durableThrough: Int32, uploader: Bool) async throws -> Int32 {
+        guard case let .uploaded(n) = try await call(.updateConfirmed(segment, through: through, durableThrough: durableThrough,
+                                                                      uploader: uploader))
+        else { throw unexpected("updateConfirmed") }
+        return n
     }
 
     public func fence(_ segment: SegmentRef) async throws -> SegmentStatus {

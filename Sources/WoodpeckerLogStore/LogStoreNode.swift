@@ -71,6 +71,8 @@ public actor LogStoreNode {
     /// Segments with confirmed blocks waiting for a node-wide upload slot.
     private var starved: [SegmentRef] = []
     private var activeTasks = 0
+    /// Blocks marked durable on another node's report (no lookup of their own); for tests and diagnostics.
+    public private(set) var reportedDurableBlocks: Int64 = 0
     private var idleWaiters: [CheckedContinuation<Void, Never>] = []
 
     /// `dataDirectory` nil: an in-memory node that forgets everything when it stops.
@@ -174,12 +176,13 @@ public actor LogStoreNode {
     func execute(_ request: LogStoreRequest) async -> Result<LogStoreResult, WoodpeckerError> {
         do {
             switch request {
-            case let .append(ref, n, bytes, confirmed):
-                try await append(ref, block: n, bytes: bytes, confirmedThrough: confirmed)
-                return .success(.done)
-            case let .updateConfirmed(ref, through):
-                updateConfirmed(ref, through: through)
-                return .success(.done)
+            case let .append(ref, n, bytes, confirmed, durable, uploader):
+                let uploaded = try await append(ref, block: n, bytes: bytes, confirmedThrough: confirmed,
+                                                durableThrough: durable, uploader: uploader)
+                return .success(.uploaded(through: uploaded))
+            case let .updateConfirmed(ref, through, durable, uploader):
+                return .success(.uploaded(through: await updateConfirmed(ref, through: through, durableThrough: durable,
+                                                                         uploader: uploader)))
             case let .fence(ref): return .success(.status(try await fence(ref)))
             case let .status(ref): return .success(.status(status(ref)))
             case let .readBlock(ref, n): return .success(.block(readBlock(ref, number: n)))
@@ -197,8 +200,10 @@ public actor LogStoreNode {
 
     // MARK: operations
 
-    /// See `LogStoreNodeClient.append`.
-    public func append(_ ref: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32) async throws {
+    /// See `LogStoreNodeClient.append`. Returns the segment's `uploadedThrough` once the node holds the block.
+    @discardableResult
+    public func append(_ ref: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32,
+                       durableThrough: Int32 = -1, uploader: Bool = false) async throws -> Int32 {
         // Every record CRC and the block's own checks, without building its entries (the node only stores them).
         let info = try SegmentCodec.verifyBlock(bytes)
         guard info.blockNumber == n, n >= 0 else {
@@ -209,15 +214,17 @@ public actor LogStoreNode {
         seg.known = true
         seg.lastAppendMs = Clock.monotonicMillis()
         seg.confirmedThrough = max(seg.confirmedThrough, confirmedThrough)
+        seg.uploader = uploader
         defer { pump(ref) }
-        if n <= seg.uploadedThrough { return }
+        await reportedDurable(seg, through: durableThrough)
+        if n <= seg.uploadedThrough { return seg.uploadedThrough }
         if let held = seg.blocks[n] {
             guard held.bytes == bytes else {
                 throw WoodpeckerError(.segmentStateInvalid, "append to \(ref): block \(n) is already held with different bytes")
             }
             // The first append of these bytes may still be writing them: answer after it.
             try await seg.fileQueue.barrier()
-            return
+            return seg.uploadedThrough
         }
         guard Int64(n) <= Int64(seg.uploadedThrough) + Int64(options.maxWindowBlocks) else {
             throw WoodpeckerError(.invalidArgument,
@@ -228,7 +235,7 @@ public actor LogStoreNode {
                                   "append to \(ref): node holds \(bufferedBytes) bytes, block \(n) of \(bytes.readableBytes) bytes exceeds the bound of \(options.maxBufferedBytes); retry once uploads drain")
         }
         // A private copy: the request's bytes share the connection's receive buffer.
-        let own = ByteBuffer(bytes: bytes.readableBytesArray)
+        let own = bytes.copyOfReadableBytes()
         seg.blocks[n] = Held(bytes: own, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
                                                           lastEntryId: info.lastEntryId, size: own.readableBytes))
         bufferedBytes += own.readableBytes
@@ -243,13 +250,32 @@ public actor LogStoreNode {
                 throw error
             }
         }
+        return seg.uploadedThrough
     }
 
-    /// See `LogStoreNodeClient.updateConfirmed`. A segment the node does not know is left unknown.
-    public func updateConfirmed(_ ref: SegmentRef, through: Int32) {
-        guard let seg = segment(ref, create: false) else { return }
+    /// See `LogStoreNodeClient.updateConfirmed`. A segment the node does not know is left unknown (-1).
+    @discardableResult
+    public func updateConfirmed(_ ref: SegmentRef, through: Int32, durableThrough: Int32 = -1, uploader: Bool = false) async -> Int32 {
+        guard let seg = segment(ref, create: false) else { return -1 }
         seg.confirmedThrough = max(seg.confirmedThrough, through)
+        seg.uploader = uploader
+        await reportedDurable(seg, through: durableThrough)
         pump(ref)
+        return seg.uploadedThrough
+    }
+
+    /// Blocks 0...through are durable in object storage by another node's report (passed on by the writer): marks
+    /// them so without looking them up, and drops the copies. A block whose lookup or upload is in flight is left
+    /// to it. Bounded by the buffer window (a larger claim is cut to it).
+    private func reportedDurable(_ seg: SegmentState, through claimed: Int32) async {
+        let through = Int32(clamping: min(Int64(claimed), Int64(seg.uploadedThrough) + Int64(options.maxWindowBlocks)))
+        guard through > seg.uploadedThrough, seg.completedThrough == nil else { return }
+        var n = seg.uploadedThrough + 1
+        while n <= through {
+            if !seg.inFlight.contains(n) && seg.durable.insert(n).inserted { reportedDurableBlocks += 1 }
+            n += 1
+        }
+        await advance(seg)
     }
 
     /// See `LogStoreNodeClient.fence`. An unknown segment gets a fenced, empty record (persisted with a data
@@ -488,7 +514,7 @@ public actor LogStoreNode {
         while true {
             guard !stopping, let seg = segments[ref], seg.stopReason == nil else { break }
             let key = ref.blockKey(n)
-            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes)
+            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes, lookFirst: !seg.uploader)
             guard let seg = segments[ref] else { return }
             switch outcome {
             case .durable:
@@ -539,13 +565,14 @@ public actor LogStoreNode {
         }
     }
 
-    /// Looks for the object first: usually another node of the ensemble (the segment's uploader) put it already,
-    /// and a HEAD is far cheaper than a conditional write that fails (a temp file and fsync locally, the whole
-    /// body on S3). An object of the block's size is compared on its first 4 KiB (the block header and the first
-    /// records with their CRCs), which tells this block from a foreign one without reading it all.
-    private func attempt(key: String, bytes: ByteBuffer?) async -> TransferOutcome {
+    /// With `lookFirst` (a node that is not the segment's uploader), looks for the object first: usually the
+    /// uploader put it already, and a HEAD is far cheaper than a conditional write that fails (a temp file and
+    /// fsync locally, the whole body on S3). An object of the block's size is compared on its first 4 KiB (the block
+    /// header and the first records with their CRCs), which tells this block from a foreign one without reading it
+    /// all. The uploader puts at once: the object is normally not there yet.
+    private func attempt(key: String, bytes: ByteBuffer?, lookFirst: Bool = true) async -> TransferOutcome {
         do {
-            if let bytes, let info = try await store.head(key) {
+            if lookFirst, let bytes, let info = try await store.head(key) {
                 if info.size == bytes.readableBytes {
                     let n = min(bytes.readableBytes, 4096)
                     let head = try await store.get(key, range: 0..<n)
@@ -664,6 +691,8 @@ final class SegmentState: @unchecked Sendable {
     /// The data file, nil without a data directory.
     let path: String?
     var fileExists = false
+    /// The writer chose this node to upload the segment (as of its last request).
+    var uploader = false
     var known = false
     /// When the writer last appended (idle segments are checked for a footer in object storage).
     var lastAppendMs = Clock.monotonicMillis()

@@ -96,10 +96,18 @@ public protocol LogStoreNodeClient: Sendable {
     var connectionGeneration: UInt64 { get }
     /// Stores block `n` (an encoded segment block, verified by the node) and returns once the node holds it.
     /// Idempotent for the same bytes. `confirmedThrough` piggybacks the writer's quorum-confirmed point, which
-    /// lets the node upload blocks 0...confirmedThrough to object storage and then drop them.
-    func append(_ segment: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32) async throws
-    /// Advances the confirmed point without an append (sent when the writer goes idle).
-    func updateConfirmed(_ segment: SegmentRef, through: Int32) async throws
+    /// lets the node upload blocks 0...confirmedThrough to object storage and then drop them. `durableThrough`
+    /// (-1: none) passes on what another node reported durable in object storage: the node drops those copies
+    /// without looking them up. `uploader`: this node uploads the segment's blocks (it puts them at once; the other
+    /// nodes look for each first, as the uploader has normally put it). Returns the node's own durable point
+    /// (`uploadedThrough`) for the segment.
+    @discardableResult
+    func append(_ segment: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32,
+                durableThrough: Int32, uploader: Bool) async throws -> Int32
+    /// Advances the confirmed and durable points without an append (sent when the writer goes idle); returns the
+    /// node's durable point.
+    @discardableResult
+    func updateConfirmed(_ segment: SegmentRef, through: Int32, durableThrough: Int32, uploader: Bool) async throws -> Int32
     /// Refuses every later append to the segment and reports what the node holds.
     func fence(_ segment: SegmentRef) async throws -> SegmentStatus
     /// Reports what the node holds without fencing.
@@ -113,4 +121,18 @@ public protocol LogStoreNodeClient: Sendable {
     func health() async throws -> NodeHealth
     /// Closes the connection; later calls fail with `.clientClosed`.
     func close() async
+}
+
+extension LogStoreNodeClient {
+    /// `append` passing on no durable point.
+    @discardableResult
+    public func append(_ segment: SegmentRef, block n: Int32, bytes: ByteBuffer, confirmedThrough: Int32) async throws -> Int32 {
+        try await append(segment, block: n, bytes: bytes, confirmedThrough: confirmedThrough, durableThrough: -1, uploader: false)
+    }
+
+    /// `updateConfirmed` passing on no durable point.
+    @discardableResult
+    public func updateConfirmed(_ segment: SegmentRef, through: Int32) async throws -> Int32 {
+        try await updateConfirmed(segment, through: through, durableThrough: -1, uploader: false)
+    }
 }

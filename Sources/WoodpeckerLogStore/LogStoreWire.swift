@@ -14,8 +14,11 @@ public enum LogStoreOpcode: UInt16, Sendable, CaseIterable {
 
 /// One decoded request.
 public enum LogStoreRequest: Sendable, Equatable {
-    case append(SegmentRef, block: Int32, bytes: ByteBuffer, confirmedThrough: Int32)
-    case updateConfirmed(SegmentRef, through: Int32)
+    /// `durableThrough`: blocks 0...n another node of the ensemble reported durable in object storage (-1: none
+    /// known); the node drops its copies of them without looking them up. `uploader`: the writer chose this node
+    /// to upload the segment's blocks (it puts them without looking first; the others look first).
+    case append(SegmentRef, block: Int32, bytes: ByteBuffer, confirmedThrough: Int32, durableThrough: Int32, uploader: Bool)
+    case updateConfirmed(SegmentRef, through: Int32, durableThrough: Int32, uploader: Bool)
     case fence(SegmentRef)
     case status(SegmentRef)
     case readBlock(SegmentRef, number: Int32)
@@ -35,10 +38,12 @@ public enum LogStoreRequest: Sendable, Equatable {
     }
 }
 
-/// The result of a successful request: `.done` for append, updateConfirmed and complete; `.status` for fence and
-/// status; `.block` for readBlock; `.health` for health.
+/// The result of a successful request: `.uploaded` for append and updateConfirmed (the node's `uploadedThrough`
+/// after the request: blocks 0...n of the segment are durable in object storage); `.done` for complete;
+/// `.status` for fence and status; `.block` for readBlock; `.health` for health.
 public enum LogStoreResult: Sendable, Equatable {
     case done
+    case uploaded(through: Int32)
     case status(SegmentStatus)
     case block(ByteBuffer?)
     case health(NodeHealth)
@@ -69,7 +74,8 @@ public struct LogStoreFrame: Sendable, Equatable {
 /// `string` = `u32 length | UTF-8`, `bytes` = `u32 length | bytes`, `SegmentRef` = `string objectPrefix |
 /// i64 logId | i64 segmentId`, `optional bytes` = `u8 present | [bytes]`.
 public enum LogStoreWire {
-    public static let protocolVersion: UInt16 = 1
+    /// 2: append and updateConfirmed carry the durable point and answer with the node's uploaded point.
+    public static let protocolVersion: UInt16 = 2
     /// Bytes of the frame header after the length field.
     public static let headerBytes = 12
     /// Largest string (object prefix, error message) a frame may carry.
@@ -123,17 +129,21 @@ public enum LogStoreWire {
     /// A complete request frame.
     public static func encodeRequest(_ request: LogStoreRequest, requestId: UInt64) -> ByteBuffer {
         var capacity = 64
-        if case let .append(_, _, bytes, _) = request { capacity += bytes.readableBytes }
+        if case let .append(_, _, bytes, _, _, _) = request { capacity += bytes.readableBytes }
         return frame(opcode: request.opcode.rawValue, requestId: requestId, capacity: capacity) { out in
             switch request {
-            case let .append(ref, n, bytes, confirmed):
+            case let .append(ref, n, bytes, confirmed, durable, uploader):
                 writeRef(ref, &out)
                 out.writeInteger(n)
                 out.writeInteger(confirmed)
+                out.writeInteger(durable)
+                out.writeInteger(UInt8(uploader ? 1 : 0))
                 writeBytes(bytes, &out)
-            case let .updateConfirmed(ref, through):
+            case let .updateConfirmed(ref, through, durable, uploader):
                 writeRef(ref, &out)
                 out.writeInteger(through)
+                out.writeInteger(durable)
+                out.writeInteger(UInt8(uploader ? 1 : 0))
             case let .fence(ref), let .status(ref):
                 writeRef(ref, &out)
             case let .readBlock(ref, n):
@@ -166,9 +176,15 @@ public enum LogStoreWire {
                 let ref = try readRef(&b)
                 let n = try b.readInteger(as: Int32.self)
                 let confirmed = try b.readInteger(as: Int32.self)
-                request = .append(ref, block: n, bytes: try readBytes(&b), confirmedThrough: confirmed)
+                let durable = try b.readInteger(as: Int32.self)
+                let uploader = try readFlag(&b)
+                request = .append(ref, block: n, bytes: try readBytes(&b), confirmedThrough: confirmed, durableThrough: durable,
+                                  uploader: uploader)
             case .updateConfirmed:
-                request = .updateConfirmed(try readRef(&b), through: try b.readInteger(as: Int32.self))
+                let ref = try readRef(&b)
+                let through = try b.readInteger(as: Int32.self)
+                let durable = try b.readInteger(as: Int32.self)
+                request = .updateConfirmed(ref, through: through, durableThrough: durable, uploader: try readFlag(&b))
             case .fence:
                 request = .fence(try readRef(&b))
             case .status:
@@ -234,7 +250,8 @@ public enum LogStoreWire {
             }
             let result: LogStoreResult
             switch op {
-            case .append, .updateConfirmed, .complete: result = .done
+            case .append, .updateConfirmed: result = .uploaded(through: try b.readInteger(as: Int32.self))
+            case .complete: result = .done
             case .fence, .status: result = .status(try readStatus(&b))
             case .readBlock:
                 let present = try b.readInteger(as: UInt8.self)
@@ -252,6 +269,7 @@ public enum LogStoreWire {
     private static func writeResult(_ r: LogStoreResult, _ out: inout ByteBuffer) {
         switch r {
         case .done: break
+        case let .uploaded(n): out.writeInteger(n)
         case let .status(s):
             out.writeInteger(UInt8(s.known ? 1 : 0))
             out.writeInteger(UInt8(s.fenced ? 1 : 0))

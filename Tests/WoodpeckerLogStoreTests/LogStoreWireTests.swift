@@ -24,8 +24,10 @@ struct SeededRandom {
     static let ref = SegmentRef(objectPrefix: "wal/", logId: 42, segmentId: 7)
 
     static let requests: [LogStoreRequest] = [
-        .append(ref, block: 3, bytes: makeBlock(3), confirmedThrough: 2),
-        .updateConfirmed(ref, through: 9),
+        .append(ref, block: 3, bytes: makeBlock(3), confirmedThrough: 2, durableThrough: 1, uploader: true),
+        .append(ref, block: 0, bytes: makeBlock(0), confirmedThrough: -1, durableThrough: -1, uploader: false),
+        .updateConfirmed(ref, through: 9, durableThrough: 6, uploader: true),
+        .updateConfirmed(ref, through: 9, durableThrough: -1, uploader: false),
         .fence(ref),
         .status(SegmentRef(objectPrefix: "", logId: -1, segmentId: Int64.max)),
         .readBlock(ref, number: 5),
@@ -48,8 +50,9 @@ struct SeededRandom {
                                       blocks: [HeldBlock(blockNumber: 4, firstEntryId: 10, lastEntryId: 12, size: 321)],
                                       uploadedThrough: 3, confirmedThrough: 4)
     static let responses: [(LogStoreOpcode, Result<LogStoreResult, WoodpeckerError>)] = [
-        (.append, .success(.done)),
-        (.updateConfirmed, .success(.done)),
+        (.append, .success(.uploaded(through: 5))),
+        (.append, .success(.uploaded(through: -1))),
+        (.updateConfirmed, .success(.uploaded(through: 8))),
         (.complete, .success(.done)),
         (.fence, .success(.status(status))),
         (.status, .success(.status(SegmentStatus(known: false, fenced: false, blocks: [], uploadedThrough: -1, confirmedThrough: -1)))),
@@ -132,13 +135,15 @@ struct SeededRandom {
     }
 
     @Test func otherProtocolVersionIsReportedAsUnsupported() throws {
-        var wire = LogStoreWire.frame(opcode: LogStoreOpcode.health.rawValue, requestId: 5, version: 2) { _ in }
-        let frame = try #require(try LogStoreWire.nextFrame(&wire))
-        do {
-            _ = try LogStoreWire.decodeRequest(frame)
-            Issue.record("version 2 was accepted")
-        } catch {
-            #expect(error.code == .unsupportedVersion)
+        for version in [LogStoreWire.protocolVersion - 1, LogStoreWire.protocolVersion + 1] {
+            var wire = LogStoreWire.frame(opcode: LogStoreOpcode.health.rawValue, requestId: 5, version: version) { _ in }
+            let frame = try #require(try LogStoreWire.nextFrame(&wire))
+            do {
+                _ = try LogStoreWire.decodeRequest(frame)
+                Issue.record("version \(version) was accepted")
+            } catch {
+                #expect(error.code == .unsupportedVersion)
+            }
         }
     }
 

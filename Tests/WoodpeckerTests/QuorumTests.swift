@@ -14,12 +14,15 @@ final class QuorumCluster: @unchecked Sendable {
     let loops: [EventLoop]
     private(set) var nodes: [LogStoreNode?]
     private(set) var ports: [Int]
+    /// Each node's object store (counting its lookups; delaying its puts when asked).
+    private(set) var stores: [FaultStore?]
 
     init(env: WALEnv, count: Int = 3) {
         self.env = env
         loops = (0..<count).map { EventLoop(name: "logstore-\($0)") }
         nodes = Array(repeating: nil, count: count)
         ports = Array(repeating: 0, count: count)
+        stores = Array(repeating: nil, count: count)
     }
 
     var addresses: [String] { ports.map { "127.0.0.1:\($0)" } }
@@ -34,14 +37,9 @@ final class QuorumCluster: @unchecked Sendable {
                uploadDelayMs: UInt64 = 0) async throws {
         let loop = loops[i]
         let files = LocalFileStore(root: env.dir + "/objects", loop: loop)
-        let store: any ObjectStore
-        if uploadDelayMs > 0 {
-            let slow = FaultStore(files, loop: loop)
-            slow.setFaults { $0.putDelayMs = { _ in uploadDelayMs } }
-            store = slow
-        } else {
-            store = files
-        }
+        let store = FaultStore(files, loop: loop)
+        if uploadDelayMs > 0 { store.setFaults { $0.putDelayMs = { _ in uploadDelayMs } } }
+        stores[i] = store
         let node = LogStoreNode(loop: loop, store: store,
                                 dataDirectory: dataDirectory ? env.dir + "/logstore-\(i)" : nil, options: options)
         try await node.start(host: "127.0.0.1", port: ports[i])
@@ -115,15 +113,14 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             #expect(ids.count == 300)
             let meta = try #require(try await log.segmentMetas().first)
             #expect(Set(meta.value.quorum ?? []) == Set(cluster.addresses))
-            // One node (the segment's uploader) uploads confirmed blocks while the segment is active and drops
-            // them; the two others keep theirs until the segment completes.
+            // One node (the segment's uploader) uploads confirmed blocks while the segment is active; the writer
+            // passes its durable point on, and every node drops its copies before the segment completes.
             let ref = SegmentRef(objectPrefix: "", logId: log.logId, segmentId: meta.value.segmentId)
             let drained = try await eventually(env.loop) {
-                var holding = 0
-                for i in 0..<3 where try await cluster.status(i, ref).blocks.count > 0 { holding += 1 }
-                return holding == 2
+                for i in 0..<3 where try await cluster.status(i, ref).blocks.count > 0 { return false }
+                return true
             }
-            #expect(drained, "exactly one node should have uploaded and dropped its blocks")
+            #expect(drained, "nodes still hold blocks the uploader made durable")
             #expect(try await env.store.head(ref.blockKey(0)) != nil)
             try await w.close()
             let got = try await readAll(log)
@@ -136,6 +133,48 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
                 return true
             }
             #expect(empty, "nodes still hold blocks of a completed segment")
+            await client.closeNodes()
+        }
+    }
+
+    /// The uploader's durable point reaches the other nodes through the writer, so they drop their copies without
+    /// a lookup per block (on S3 each lookup is a billed request), and the uploader puts without looking first.
+    /// Before, every node looked up every block.
+    @Test func standbysDropWhatTheUploaderReportsWithoutLookingItUp() async throws {
+        try await withQuorum { env, cluster in
+            let client = try cluster.client()
+            let log = try await client.createLog("q")
+            let w = try await log.openWriter()
+            let blocks = 120
+            for i in 0..<blocks { _ = try await w.append(bytes("e\(i)")) }
+            let meta = try #require(try await log.segmentMetas().first)
+            let ref = SegmentRef(objectPrefix: "", logId: log.logId, segmentId: meta.value.segmentId)
+            let drained = await eventually(env.loop) {
+                for i in 0..<3 where await cluster.nodes[i]!.bufferedBytes > 0 { return false }
+                return true
+            }
+            #expect(drained, "nodes still hold blocks while the writer is open")
+            #expect(try await env.store.head(ref.blockKey(Int32(blocks - 1))) != nil)
+            var standbyLookups = 0
+            var uploaderLookups = 0
+            var reported: Int64 = 0
+            for i in 0..<3 {
+                let puts = cluster.stores[i]!.putCount
+                if puts == 0 {
+                    standbyLookups += cluster.stores[i]!.lookupCount
+                    reported += await cluster.nodes[i]!.reportedDurableBlocks
+                } else {
+                    uploaderLookups += cluster.stores[i]!.lookupCount
+                }
+            }
+            // The uploader puts each block without looking for it first.
+            #expect(uploaderLookups == 0, "the uploader made \(uploaderLookups) lookups for \(blocks) blocks")
+            #expect(cluster.stores.compactMap { $0?.putCount }.filter { $0 > 0 }.count == 1, "one uploader per segment")
+            // Appends wait for each other here, so the uploader keeps up and at most a few blocks are looked up.
+            #expect(standbyLookups <= blocks / 4, "standby nodes made \(standbyLookups) lookups for \(blocks) blocks")
+            #expect(reported >= Int64(blocks), "standbys marked only \(reported) blocks durable on the uploader's report")
+            try await w.close()
+            #expect(try await readAll(log).count == blocks)
             await client.closeNodes()
         }
     }

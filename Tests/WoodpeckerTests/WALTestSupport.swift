@@ -184,6 +184,9 @@ final class FaultStore: ObjectStore, @unchecked Sendable {
     func setFaults(_ change: (inout Faults) -> Void) { faults.withLock { change(&$0) } }
     var peakRunningPutBytes: Int { counters.withLock { $0.peakRunningBytes } }
     var putCount: Int { counters.withLock { $0.puts } }
+    /// Lookups (head and get) so far.
+    var lookupCount: Int { lookups.withLock { $0 } }
+    private let lookups = Mutex(0)
 
     private func beforePut(_ key: String, _ size: Int) async throws {
         let f = faults.withLock { $0 }
@@ -220,8 +223,14 @@ final class FaultStore: ObjectStore, @unchecked Sendable {
         try await base.putIfAbsent(key, data)
     }
 
-    func get(_ key: String, range: Range<Int>?) async throws -> ByteBuffer { try await base.get(key, range: range) }
-    func head(_ key: String) async throws -> ObjectInfo? { try await base.head(key) }
+    func get(_ key: String, range: Range<Int>?) async throws -> ByteBuffer {
+        lookups.withLock { $0 += 1 }
+        return try await base.get(key, range: range)
+    }
+    func head(_ key: String) async throws -> ObjectInfo? {
+        lookups.withLock { $0 += 1 }
+        return try await base.head(key)
+    }
     func list(prefix: String, continuationToken: String?, limit: Int) async throws -> ObjectListPage {
         try await base.list(prefix: prefix, continuationToken: continuationToken, limit: limit)
     }
