@@ -36,6 +36,9 @@ struct BenchKafka: AsyncParsableCommand {
     @Option(help: "Records per second (0: as fast as the broker answers).") var rate: Double = 0
     @Flag(help: "After producing, fetch everything back and measure consume MB/s.") var consume = false
     @Option(help: "Label copied into the JSON line.") var label: String = ""
+    @Option(help: ArgumentHelp("List the episodes of requests slower than this (ms; 0 = off).",
+                               discussion: "Requests starting within 50 ms of the previous slow one form one episode: a steady tail shows many small episodes, a stall one large episode, periodic stalls a regular interval."))
+    var slowMs: Double = 0
 
     func validate() throws {
         guard partitions >= 1, partitions <= 10_000 else { throw ValidationError("--partitions must be 1...10000") }
@@ -47,6 +50,7 @@ struct BenchKafka: AsyncParsableCommand {
         guard connections >= 1, connections <= 256 else { throw ValidationError("--connections must be 1...256") }
         guard inFlight >= 1, inFlight <= 1024 else { throw ValidationError("--in-flight must be 1...1024") }
         guard rate >= 0 else { throw ValidationError("--rate must be >= 0") }
+        guard slowMs >= 0, slowMs <= 60_000 else { throw ValidationError("--slow-ms must be 0...60000") }
         guard splitHostPort(bootstrap) != nil else { throw ValidationError("--bootstrap must be HOST:PORT, got \(bootstrap)") }
     }
 
@@ -61,6 +65,7 @@ struct BenchKafka: AsyncParsableCommand {
         var plan = ProducePlan(topic: topic, partitions: partitionCount, recordBytes: recordBytes,
                                recordsPerBatch: recordsPerBatch, seconds: seconds, inFlight: inFlight, rate: rate)
         plan.partitions = partitionCount
+        plan.slowNs = UInt64(slowMs * 1e6)
         let pipelines = conns.map(\.pipeline)
         let producer = try ProduceRun(loop: loop, plan: plan, conns: pipelines)
         let produced: ProduceResult = try await withCheckedThrowingContinuation { c in
@@ -77,6 +82,7 @@ struct BenchKafka: AsyncParsableCommand {
             human += " " + produced.errorNames.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         }
         print(human)
+        if slowMs > 0 { printSlowEpisodes(produced.slow) }
 
         var json: [(String, String)] = [
             ("label", quote(label)), ("generator", quote("woodpecker-native")), ("records", "\(produced.ackedRecords)"),
@@ -110,6 +116,19 @@ struct BenchKafka: AsyncParsableCommand {
 
     /// Creates the topic (TOPIC_ALREADY_EXISTS is fine) and waits until Metadata lists every partition with a
     /// leader. Returns the topic's partition count (an existing topic keeps its own).
+    /// One line per episode of slow requests (at most 50), then the median interval between episodes.
+    private func printSlowEpisodes(_ slow: [(startNs: UInt64, latencyNs: UInt64)]) {
+        let episodes = SlowEpisode.group(slow, gapNs: 50_000_000)
+        print("slow requests (> \(fmt(slowMs)) ms): \(slow.count) in \(episodes.count) episode(s)")
+        for e in episodes.prefix(50) {
+            print("  at \(fmt(Double(e.startNs) / 1e9)) s: \(e.count) request(s) over \(ms(Double(e.spanNs) / 1e6)) ms, "
+                + "worst \(ms(Double(e.maxLatencyNs) / 1e6)) ms")
+        }
+        if let gap = SlowEpisode.medianIntervalNs(episodes) {
+            print("  median interval between episodes: \(ms(Double(gap) / 1e6)) ms")
+        }
+    }
+
     private func ensureTopic(_ conn: BenchConnection) async throws -> Int {
         let create = CreateTopicsRequest(topics: [.init(name: topic, numPartitions: Int32(partitions), replicationFactor: 1)],
                                          timeoutMs: 30_000)

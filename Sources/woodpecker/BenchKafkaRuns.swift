@@ -12,6 +12,8 @@ struct ProducePlan: Sendable {
     var inFlight: Int
     /// Records per second; 0 = closed loop (as fast as responses come back).
     var rate: Double
+    /// Requests slower than this are kept with their send time for `SlowEpisode` (0 = none).
+    var slowNs: UInt64 = 0
 }
 
 /// What a produce run measured.
@@ -24,6 +26,9 @@ struct ProduceResult: Sendable {
     var latenciesNs: [UInt64] = []
     /// Per partition, the highest offset acknowledged + 1 (the expected high watermark on a fresh topic).
     var endOffsets: [Int64] = []
+    /// Requests slower than the plan's `slowNs`: (scheduled send time after the run's start, latency), at most
+    /// `ProduceRun.maxSlowSamples`.
+    var slow: [(startNs: UInt64, latencyNs: UInt64)] = []
 
     func percentileMs(_ q: Double) -> Double {
         guard !latenciesNs.isEmpty else { return 0 }
@@ -40,6 +45,7 @@ struct ProduceResult: Sendable {
 /// duration even if the broker stops answering (then it fails with `.timeout`).
 final class ProduceRun: @unchecked Sendable {
     static let maxSamples = 20_000_000
+    static let maxSlowSamples = 1_000_000
     static let version: Int16 = 9
 
     let loop: EventLoop
@@ -161,6 +167,9 @@ final class ProduceRun: @unchecked Sendable {
             if ok {
                 result.ackedRecords += plan.recordsPerBatch
                 if result.latenciesNs.count < Self.maxSamples { result.latenciesNs.append(now - scheduledNs) }
+                if plan.slowNs > 0, now - scheduledNs > plan.slowNs, result.slow.count < Self.maxSlowSamples {
+                    result.slow.append((scheduledNs - startNs, now - scheduledNs))
+                }
             } else if resp.responses.isEmpty {
                 count(error: "EMPTY_RESPONSE")
             }
