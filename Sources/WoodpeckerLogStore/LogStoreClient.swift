@@ -121,7 +121,7 @@ public actor LogStoreClient: LogStoreNodeClient {
 
     /// Sends one raw frame and waits for the response to its request id (tests: other protocol versions).
     public func callRaw(_ frame: ByteBuffer, requestId: UInt64, opcode: LogStoreOpcode) async throws -> LogStoreResult {
-        try await send(frame, requestId: requestId, opcode: opcode)
+        try await send([frame], requestId: requestId, opcode: opcode)
     }
 
     /// A request id not used by this client's own calls.
@@ -138,13 +138,14 @@ public actor LogStoreClient: LogStoreNodeClient {
 
     private func call(_ request: LogStoreRequest) async throws -> LogStoreResult {
         let id = reserveRequestId()
-        return try await send(LogStoreWire.encodeRequest(request, requestId: id), requestId: id, opcode: request.opcode)
+        return try await send(LogStoreWire.encodeRequestParts(request, requestId: id), requestId: id, opcode: request.opcode)
     }
 
-    private func send(_ frame: ByteBuffer, requestId id: UInt64, opcode: LogStoreOpcode) async throws -> LogStoreResult {
+    /// Sends one request frame, given as parts written back to back (an append's block is not copied into it).
+    private func send(_ frame: [ByteBuffer], requestId id: UInt64, opcode: LogStoreOpcode) async throws -> LogStoreResult {
         guard !closed else { throw WoodpeckerError(.clientClosed, "LogStore client for \(address) is closed") }
         let deadline = Clock.monotonicMillis() + requestTimeoutMs
-        let size = frame.readableBytes
+        let size = frame.reduce(0) { $0 + $1.readableBytes }
         if outstandingBytes > 0 && outstandingBytes + size > maxOutstandingBytes {
             try await waitForRoom(id: id, bytes: size, deadline: deadline)  // returns with the bytes reserved
         } else {
@@ -158,7 +159,7 @@ public actor LogStoreClient: LogStoreNodeClient {
             return try await withCheckedThrowingContinuation { (c: CheckedContinuation<LogStoreResult, any Error>) in
                 pending[id] = Pending(opcode: opcode, bytes: size, continuation: c)
                 track(id, deadline)
-                conn.write(frame)
+                for part in frame { conn.write(part) }
             }
         } catch {
             // Bytes of a request that never became pending are released here; a pending one released them when

@@ -128,9 +128,18 @@ public enum LogStoreWire {
 
     /// A complete request frame.
     public static func encodeRequest(_ request: LogStoreRequest, requestId: UInt64) -> ByteBuffer {
-        var capacity = 64
-        if case let .append(_, _, bytes, _, _, _) = request { capacity += bytes.readableBytes }
-        return frame(opcode: request.opcode.rawValue, requestId: requestId, capacity: capacity) { out in
+        var parts = encodeRequestParts(request, requestId: requestId)
+        var frame = parts.removeFirst()
+        frame.reserveCapacity(parts.reduce(0) { $0 + $1.readableBytes })
+        for p in parts { frame.writeBuffer(p) }
+        return frame
+    }
+
+    /// A complete request frame in parts to be sent back to back: an append's block bytes (its last field) are a
+    /// part of their own, sent as they are (one buffer shared by every replica's request, never copied).
+    public static func encodeRequestParts(_ request: LogStoreRequest, requestId: UInt64) -> [ByteBuffer] {
+        var trailing: ByteBuffer?
+        var head = frame(opcode: request.opcode.rawValue, requestId: requestId, capacity: 64) { out in
             switch request {
             case let .append(ref, n, bytes, confirmed, durable, uploader):
                 writeRef(ref, &out)
@@ -138,7 +147,8 @@ public enum LogStoreWire {
                 out.writeInteger(confirmed)
                 out.writeInteger(durable)
                 out.writeInteger(UInt8(uploader ? 1 : 0))
-                writeBytes(bytes, &out)
+                out.writeInteger(UInt32(bytes.readableBytes))
+                trailing = bytes
             case let .updateConfirmed(ref, through, durable, uploader):
                 writeRef(ref, &out)
                 out.writeInteger(through)
@@ -156,6 +166,9 @@ public enum LogStoreWire {
                 break
             }
         }
+        guard let trailing else { return [head] }
+        head.setInteger(UInt32(head.readableBytes - 4 + trailing.readableBytes), at: head.readerIndex)
+        return [head, trailing]
     }
 
     /// Decodes a request frame's body. Throws `.unsupportedVersion` for another protocol version and

@@ -1,4 +1,5 @@
 import ArgumentParser
+import WoodpeckerIO
 
 @main
 struct WoodpeckerCommand: AsyncParsableCommand {
@@ -6,6 +7,22 @@ struct WoodpeckerCommand: AsyncParsableCommand {
         commandName: "woodpecker",
         abstract: "Woodpecker: a zero-disk write-ahead log on object storage, with a Kafka-protocol broker.",
         subcommands: [BrokerCommand.self, WALCommand.self, BenchCommand.self, LogStoreCommand.self])
+
+    /// Configures the allocator before any command runs (see `MemoryReleaser.configureAllocator`), then parses
+    /// and runs the command as ArgumentParser would.
+    static func main() async {
+        MemoryReleaser.configureAllocator()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 struct WALCommand: AsyncParsableCommand {

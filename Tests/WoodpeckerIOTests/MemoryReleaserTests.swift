@@ -43,4 +43,18 @@ private func residentBytes() -> Int {
         await Task(executorPreference: loop) { releaser.stop() }.value
         for i in stride(from: 1, to: chunks.count, by: 2) { free(chunks[i]) }
     }
+
+    /// After `configureAllocator`, a buffer of several MiB comes from an arena (reused after free) instead of a
+    /// mapping of its own that is unmapped on free and faulted in anew next time. glibc's default threshold is
+    /// 128 KiB and rises only to the size of the largest mapped chunk freed so far.
+    @Test func configuredAllocatorServesMiBBuffersFromItsArenas() throws {
+        try #require(MemoryReleaser.configureAllocator(), "glibc refused the settings (or MALLOC_* variables are set)")
+        let size = 24 << 20
+        let mappedBefore = MemoryReleaser.allocatorMappedBytes()
+        let p = try #require(malloc(size))
+        memset(p, 1, 4096)
+        let mappedDuring = MemoryReleaser.allocatorMappedBytes()
+        free(p)
+        #expect(mappedDuring - mappedBefore < size, "a \(size >> 20) MiB buffer was mapped on its own")
+    }
 }

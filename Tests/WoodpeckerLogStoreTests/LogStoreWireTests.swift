@@ -46,6 +46,27 @@ struct SeededRandom {
         }
     }
 
+    /// The parts of a request, written back to back, are exactly its frame; an append's block is its own part,
+    /// the caller's buffer as it is.
+    @Test func requestPartsAreTheFrame() throws {
+        for (i, r) in Self.requests.enumerated() {
+            let parts = LogStoreWire.encodeRequestParts(r, requestId: UInt64(i))
+            var joined = ByteBuffer()
+            for p in parts { joined.writeBuffer(p) }
+            #expect(joined == LogStoreWire.encodeRequest(r, requestId: UInt64(i)))
+            var wire = joined
+            let frame = try #require(try LogStoreWire.nextFrame(&wire))
+            #expect(wire.readableBytes == 0)
+            #expect(try LogStoreWire.decodeRequest(frame) == r)
+            if case let .append(_, _, bytes, _, _, _) = r {
+                #expect(parts.count == 2)
+                #expect(parts.last == bytes)
+            } else {
+                #expect(parts.count == 1)
+            }
+        }
+    }
+
     static let status = SegmentStatus(known: true, fenced: true,
                                       blocks: [HeldBlock(blockNumber: 4, firstEntryId: 10, lastEntryId: 12, size: 321)],
                                       uploadedThrough: 3, confirmedThrough: 4)

@@ -21,5 +21,10 @@ uint64_t wp_monotonic_ns(void);
 long wp_allocator_free_bytes(void);
 /// malloc_trim(0): returns free arena pages to the kernel; 1 if any were released. Not on a loop thread.
 int wp_allocator_trim(void);
+/// glibc mallopt: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD and M_TOP_PAD (fixed, so glibc's dynamic threshold is off).
+/// Returns 1 if all were accepted, 0 otherwise or where there is no glibc.
+int wp_allocator_configure(size_t mmap_threshold, size_t trim_threshold, size_t top_pad);
+/// Bytes the allocator holds in chunks of their own mmap (mallinfo2 hblkhd); 0 where that cannot be asked.
+long wp_allocator_mmapped_bytes(void);
 
 #endif
