@@ -283,6 +283,13 @@ def main():
     os.makedirs(RESULTS, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="wp-bench-")
     t0 = time.time()
+    # SeaweedFS sizes its volume count from the free disk, and the full run writes about 20 GB into it (no case
+    # deletes its objects): with less free space the last S3 cases fail with "No writable volumes".
+    free_gib = shutil.disk_usage(tmp).free / 2**30
+    need_gib = 8 if quick else 40
+    if free_gib < need_gib:
+        log(f"  ! only {free_gib:.0f} GiB free under {tmp}; the S3 cases need about {need_gib} GiB "
+            f"(SeaweedFS runs out of volumes and the last S3 runs fail). Free disk space or set TMPDIR elsewhere.")
     rows = []  # one per run: broker, case, generator, metric, run, value
     stop_all = []
 
