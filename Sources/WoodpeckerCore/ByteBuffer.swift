@@ -54,7 +54,8 @@ public struct ByteBuffer: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// A buffer holding only a copy of the readable bytes, with storage of its own (one copy).
+    /// A buffer holding only a copy of the readable bytes, with storage of its own (one copy). `==` already compares
+    /// readable bytes only; take a copy to stop sharing storage with a larger buffer (a receive buffer).
     public func copyOfReadableBytes() -> ByteBuffer {
         var out = ByteBuffer()
         out.storage = Array(storage[readerIndex..<writerIndex])

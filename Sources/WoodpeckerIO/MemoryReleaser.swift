@@ -54,10 +54,9 @@ public final class MemoryReleaser: @unchecked Sendable {
     /// settings took effect (false without glibc or when the environment sets them).
     @discardableResult
     public static func configureAllocator() -> Bool {
-        for name in ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"] where getenv(name) != nil {
-            return false
-        }
-        return wp_allocator_configure(mmapThresholdBytes, 256 << 20, 16 << 20) == 1
+        let names: [String] = ["MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"]
+        let set = names.contains { getenv($0) != nil }
+        return !set && wp_allocator_configure(mmapThresholdBytes, 256 << 20, 16 << 20) == 1
     }
 
     /// Returns free arena memory to the kernel now, on the calling thread; true if any was released.

@@ -112,7 +112,7 @@ enum SegmentFiles {
             case 1: record = (try? LogStoreWire.readRef(&payload)).map { .header($0) }
             case 2:
                 if let n = try? payload.readInteger(as: Int32.self), let c = try? payload.readInteger(as: Int32.self) {
-                    record = .block(n, confirmedThrough: c, bytes: ByteBuffer(bytes: payload.readableBytesArray))
+                    record = .block(n, confirmedThrough: c, bytes: payload.copyOfReadableBytes())
                 } else {
                     record = nil
                 }

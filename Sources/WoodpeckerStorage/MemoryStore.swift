@@ -27,7 +27,7 @@ public final class MemoryStore: ObjectStore {
 
     public func put(_ key: String, _ data: ByteBuffer) async throws {
         try ObjectKey.validate(key, store: description)
-        let copy = ByteBuffer(bytes: data.readableBytesArray)
+        let copy = data.copyOfReadableBytes()
         state.withLock { s in
             s.objects[key] = Object(data: copy, etag: s.nextEtag)
             s.nextEtag += 1
@@ -36,7 +36,7 @@ public final class MemoryStore: ObjectStore {
 
     public func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws {
         try ObjectKey.validate(key, store: description)
-        let copy = ByteBuffer(bytes: data.readableBytesArray)
+        let copy = data.copyOfReadableBytes()
         let inserted = state.withLock { s -> Bool in
             if s.objects[key] != nil { return false }
             s.objects[key] = Object(data: copy, etag: s.nextEtag)

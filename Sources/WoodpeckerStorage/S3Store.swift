@@ -88,7 +88,7 @@ public final class S3Store: ObjectStore {
         } catch let e as WoodpeckerError where e.code == .objectNotFound {
             throw conflict  // deleted in between: someone else's object was there
         }
-        if stored != data.readableSlice { throw conflict }
+        if stored != data { throw conflict }
     }
 
     public func get(_ key: String, range: Range<Int>?) async throws -> ByteBuffer {
@@ -448,9 +448,4 @@ public final class S3Store: ObjectStore {
         if s.count >= 2 && s.first == "\"" && s.last == "\"" { s = s.dropFirst().dropLast() }
         return String(s)
     }
-}
-
-extension ByteBuffer {
-    /// The readable bytes alone (so two buffers compare by content, whatever their indices).
-    fileprivate var readableSlice: ByteBuffer { ByteBuffer(bytes: readableBytesArray) }
 }
