@@ -182,10 +182,10 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
         }
     }
 
-    func readBlock(number n: Int32) async throws -> DecodedBlock? {
+    func readRun(number n: Int32) async throws -> [DecodedBlock]? {
         let blocks = try await probeBlocks()
         guard let i = blocks.firstIndex(where: { $0.blockNumber == n }) else { return nil }
-        return try await readBlock(at: i, of: blocks, compacted: false)
+        return try await readBlock(at: i, of: blocks, compacted: false).map { [$0] }
     }
 
     func probeBlocks() async throws -> [BlockInfo] {

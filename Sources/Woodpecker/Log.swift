@@ -12,6 +12,8 @@ public actor Log {
     public nonisolated let logId: Int64
     nonisolated let loop: EventLoop
     nonisolated let client: WoodpeckerClient
+    /// Blocks inside LogStore runs found so far (QuorumBuffer segments), shared by this log's segment stores.
+    nonisolated let runLocations = RunLocations()
     nonisolated var config: WALConfig { client.config }
 
     /// The segment the in-process writer appends to, and its acknowledged blocks (for tail readers).
@@ -194,7 +196,8 @@ public actor Log {
             return FileSegmentStore(loop: loop, root: root, logId: logId, segmentId: segment)
         }
         let objects = ObjectSegmentStore(store: client.store, maxConcurrentWrites: config.maxInFlightBlocks,
-                                         prefix: client.objectPrefix, logId: logId, segmentId: segment)
+                                         prefix: client.objectPrefix, logId: logId, segmentId: segment,
+                                         runLocations: runLocations)
         guard let pool = client.pool else { return objects }
         return QuorumSegmentStore(objects: objects, pool: pool, ensemble: quorum ?? [],
                                   maxConcurrentWrites: config.maxInFlightBlocks)

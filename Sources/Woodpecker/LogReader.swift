@@ -21,6 +21,8 @@ public actor LogReader {
     private var currentSegment: Int64 = -1
     /// Next block number to probe in an active segment written by another process.
     private var probeBlock: Int32 = 0
+    /// The blocks of the object read last by the cross-process probe (one block, or a LogStore's run).
+    private var probedRun: [DecodedBlock] = []
     private var closed = false
 
     init(log: Log, readerId: UInt64) {
@@ -220,22 +222,24 @@ public actor LogReader {
             guard let i = SegmentCodec.blockIndex(containingEntry: position.entryId, in: blocks) else { return nil }
             return try await objs.readBlock(at: i, of: blocks, compacted: false).map { remember($0, seg) }
         }
-        if currentSegment != seg { probeBlock = 0 }
+        if currentSegment != seg {
+            probeBlock = 0
+            probedRun = []
+        }
         currentSegment = seg
         while true {
-            let b: DecodedBlock?
+            // The run read last (blocks before `probeBlock`) may still hold the position.
+            if let b = probedRun.first(where: { position.entryId <= $0.info.lastEntryId }) { return remember(b, seg) }
+            let run: [DecodedBlock]?
             do {
-                b = try await objs.readBlock(number: probeBlock)
+                run = try await objs.readRun(number: probeBlock)
             } catch let e as WoodpeckerError where e.code == .segmentFenced {
                 return nil  // recovery is sealing this segment; its footer will tell the rest
             }
-            guard let b else { return nil }
-            if b.info.lastEntryId < position.entryId {
-                probeBlock += 1
-                continue
-            }
-            probeBlock += 1
-            return remember(b, seg)
+            guard let run, let last = run.last else { return nil }
+            probeBlock = last.info.blockNumber + 1
+            probedRun = run
+            if last.info.lastEntryId < position.entryId { continue }
         }
     }
 

@@ -352,7 +352,7 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
     }
 
     /// Blocks another process appended, once they are in object storage (unconfirmed node data is never read).
-    func readBlock(number n: Int32) async throws -> DecodedBlock? { try await objects.readBlock(number: n) }
+    func readRun(number n: Int32) async throws -> [DecodedBlock]? { try await objects.readRun(number: n) }
     func probeBlocks() async throws -> [BlockInfo] { try await objects.probeBlocks() }
     func readFooter() async throws -> SegmentFooter? { try await objects.readFooter() }
     func compact(_ footer: SegmentFooter, targetBytes: Int) async throws -> SegmentFooter? {

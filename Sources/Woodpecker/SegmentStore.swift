@@ -19,8 +19,10 @@ protocol SegmentStore: Sendable {
     func writeBlock(_ n: Int32, _ bytes: ByteBuffer) async throws
     /// The block at `index` of `blocks` (a footer's or the writer's list), verified; nil if it does not exist.
     func readBlock(at index: Int, of blocks: [BlockInfo], compacted: Bool) async throws -> DecodedBlock?
-    /// Block number `n` found by probing (active segments of another process); nil when not (yet) there.
-    func readBlock(number n: Int32) async throws -> DecodedBlock?
+    /// The blocks stored together starting at block `n` (one block, or a LogStore's run of blocks n...m), found by
+    /// probing (active segments of another process); nil when not (yet) there. `n` must be a position the chain
+    /// reaches: 0, or the block after a previous answer's last.
+    func readRun(number n: Int32) async throws -> [DecodedBlock]?
     /// The contiguous verified blocks from the start, stopping at the first missing, torn or fenced one.
     func probeBlocks() async throws -> [BlockInfo]
     /// Stops the current writer and returns the blocks sealed in.

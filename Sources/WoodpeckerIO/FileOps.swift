@@ -48,6 +48,40 @@ public enum FileOps {
     }
 
     /// Writes all of `raw` at the descriptor's position, retrying short writes and EINTR.
+    /// Writes the buffers back to back with writev(2), continuing after short writes and EINTR. The buffers are
+    /// not mutated during the call and `parts` keeps their storage alive, so the pointers stay valid while used.
+    public static func writevAll(_ fd: Int32, _ parts: [ByteBuffer], path: String, what: String = "writev") throws {
+        var iov: [iovec] = []
+        iov.reserveCapacity(parts.count)
+        for p in parts where p.readableBytes > 0 {
+            p.withUnsafeReadableBytes { raw in
+                iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress), iov_len: raw.count))
+            }
+        }
+        var index = 0
+        try withExtendedLifetime(parts) {
+            while index < iov.count {
+                let count = Int32(min(iov.count - index, 1024))  // IOV_MAX on Linux
+                let n = iov.withUnsafeMutableBufferPointer { writev(fd, $0.baseAddress! + index, count) }
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw ioError(what, path: path, errno: errno)
+                }
+                var left = n
+                while left > 0 && index < iov.count {
+                    if left >= iov[index].iov_len {
+                        left -= iov[index].iov_len
+                        index += 1
+                    } else {
+                        iov[index].iov_base += left
+                        iov[index].iov_len -= left
+                        left = 0
+                    }
+                }
+            }
+        }
+    }
+
     public static func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer, path: String, what: String = "write") throws {
         var offset = 0
         while offset < raw.count {

@@ -10,8 +10,17 @@ public struct LogStoreNodeOptions: Sendable {
     public var maxWindowBlocks: Int32 = 4096
     /// fdatasync every data-file append before replying (machine-crash durability on this node alone).
     public var syncWrites = false
-    /// Block uploads in flight per segment.
+    /// Uploads (runs) in flight per segment.
     public var maxParallelUploadsPerSegment = 4
+    /// A run (consecutive confirmed blocks uploaded as one object) starts once it holds this many bytes, or once its
+    /// first block has waited `runDelayMs` (on the segment's uploader) or `standbyDelayMs` (on the other nodes,
+    /// which normally drop their copies on the uploader's report first). Fewer, larger objects: at 1,000 blocks/s
+    /// a 20 ms delay makes 50 puts/s instead of 1,000.
+    public var runTargetBytes = 4 * 1024 * 1024
+    /// Largest run object.
+    public var maxRunBytes = 8 * 1024 * 1024
+    public var runDelayMs: UInt64 = 20
+    public var standbyDelayMs: UInt64 = 500
     /// Block uploads (and existence checks) in flight on the whole node.
     public var maxParallelUploads = 32
     /// Backoff between upload retries after a retryable store error, and between checks for a block this node
@@ -37,8 +46,11 @@ public struct LogStoreNodeOptions: Sendable {
 }
 
 /// A LogStore node of QuorumBuffer mode: holds the segment blocks writers send it (in memory, and in an append-only
-/// file per segment when it has a data directory), uploads blocks a writer confirmed to object storage at
-/// `SegmentRef.blockKey(n)` (put-if-absent), and drops them once durable there.
+/// file per segment when it has a data directory), uploads blocks a writer confirmed to object storage in runs
+/// (blocks n...m back to back at `SegmentRef.blockKey(n)`, put-if-absent; the layout is `ObjectSegmentStore`'s),
+/// and drops them once durable there. Every node follows the same chain of objects: it uploads only at the key
+/// after the last object it knows of (its `uploadedThrough + 1`), and a put that finds an object there adopts
+/// that object's extent, so nodes that cut runs differently never leave a block off the chain.
 ///
 /// Guarantees:
 /// - an append is answered ok only once the node holds the block (decoded and CRC-verified; written to its data file
@@ -237,13 +249,14 @@ public actor LogStoreNode {
         // A private copy: the request's bytes share the connection's receive buffer.
         let own = bytes.copyOfReadableBytes()
         seg.blocks[n] = Held(bytes: own, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
-                                                          lastEntryId: info.lastEntryId, size: own.readableBytes))
+                                                          lastEntryId: info.lastEntryId, size: own.readableBytes),
+                             receivedMs: Clock.monotonicMillis())
         bufferedBytes += own.readableBytes
         if dataDirectory != nil {
             do {
                 try await persist(seg, [.block(n, confirmedThrough: seg.confirmedThrough, bytes: own)])
             } catch {
-                if let h = seg.blocks[n], h.bytes == own, !seg.inFlight.contains(n), !seg.durable.contains(n) {
+                if let h = seg.blocks[n], h.bytes == own, !seg.isUploading(n) {
                     seg.blocks[n] = nil
                     bufferedBytes -= own.readableBytes
                 }
@@ -264,18 +277,14 @@ public actor LogStoreNode {
         return seg.uploadedThrough
     }
 
-    /// Blocks 0...through are durable in object storage by another node's report (passed on by the writer): marks
-    /// them so without looking them up, and drops the copies. A block whose lookup or upload is in flight is left
-    /// to it. Bounded by the buffer window (a larger claim is cut to it).
+    /// Blocks 0...through are durable in object storage by another node's report (passed on by the writer): takes
+    /// that point without looking the blocks up and drops the copies. The point is the end of an object of the
+    /// chain (nodes only report such points), so this node's next upload lands at a chain key too. Bounded by the
+    /// blocks held, not by the claim.
     private func reportedDurable(_ seg: SegmentState, through claimed: Int32) async {
-        let through = Int32(clamping: min(Int64(claimed), Int64(seg.uploadedThrough) + Int64(options.maxWindowBlocks)))
-        guard through > seg.uploadedThrough, seg.completedThrough == nil else { return }
-        var n = seg.uploadedThrough + 1
-        while n <= through {
-            if !seg.inFlight.contains(n) && seg.durable.insert(n).inserted { reportedDurableBlocks += 1 }
-            n += 1
-        }
-        await advance(seg)
+        guard claimed > seg.uploadedThrough, seg.completedThrough == nil else { return }
+        reportedDurableBlocks += Int64(claimed - seg.uploadedThrough)
+        await advance(seg, to: claimed)
     }
 
     /// See `LogStoreNodeClient.fence`. An unknown segment gets a fenced, empty record (persisted with a data
@@ -320,6 +329,7 @@ public actor LogStoreNode {
             if dataDirectory != nil { try await persist(seg, [.fence]) }
         }
         seg.confirmedThrough = max(seg.confirmedThrough, lastBlock)
+        seg.completing = true  // upload the rest at once, without waiting for fuller runs
         if let reason = seg.stopReason { throw reason }
         try await checkMissing(seg, through: lastBlock)
         pump(ref)
@@ -364,7 +374,8 @@ public actor LogStoreNode {
             // Verified by the loader.
             guard let info = try? SegmentCodec.verifyBlock(bytes) else { continue }
             s.blocks[n] = Held(bytes: bytes, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
-                                                              lastEntryId: info.lastEntryId, size: bytes.readableBytes))
+                                                              lastEntryId: info.lastEntryId, size: bytes.readableBytes),
+                               receivedMs: Clock.monotonicMillis())
             bufferedBytes += bytes.readableBytes
         }
         segments[l.ref] = s
@@ -407,12 +418,11 @@ public actor LogStoreNode {
             all.insert(.header(seg.ref), at: 0)
             seg.fileExists = true
         }
-        let data = SegmentFiles.encode(all)
         let sync = options.syncWrites
         let loop = loop
         let pending = seg.pendingAppends
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            pending.data.writeBuffer(data)
+            SegmentFiles.encodeParts(all, into: &pending.parts)
             pending.waiters.append(c)
             guard !pending.queued else { return }
             pending.queued = true
@@ -423,8 +433,8 @@ public actor LogStoreNode {
                 do {
                     try await seg.fileQueue.run {
                         pending.take(into: batch)
-                        let bytes = batch.data
-                        try await loop.runBlocking { try SegmentFiles.append(path, bytes, sync: sync) }
+                        let parts = batch.parts
+                        try await loop.runBlocking { try SegmentFiles.append(path, parts, sync: sync) }
                     }
                     batch.resume(nil)
                 } catch {
@@ -475,52 +485,95 @@ public actor LogStoreNode {
 
     // MARK: uploads
 
-    /// Starts uploads (or existence checks, for blocks this node does not hold) of confirmed blocks after
-    /// `uploadedThrough`, at most `maxParallelUploadsPerSegment` at a time, in block order.
+    /// Starts uploads of confirmed blocks along the chain: from the key after the last known object, runs of
+    /// consecutive held blocks (up to `maxRunBytes`; started once `runTargetBytes` are gathered or the first block
+    /// waited long enough), and a lookup where this node does not hold the block. At most
+    /// `maxParallelUploadsPerSegment` at a time.
     private func pump(_ ref: SegmentRef) {
         guard !stopping, let seg = segments[ref], seg.stopReason == nil, seg.completedThrough == nil else { return }
-        var n = seg.uploadedThrough + 1
-        while n <= seg.confirmedThrough && seg.inFlight.count < options.maxParallelUploadsPerSegment {
-            if !seg.inFlight.contains(n) && !seg.durable.contains(n) {
-                guard uploadsInFlight < options.maxParallelUploads else {
-                    if !seg.starved {
-                        seg.starved = true
-                        starved.append(ref)
-                    }
-                    return
-                }
-                seg.inFlight.insert(n)
-                uploadsInFlight += 1
-                activeTasks += 1
-                let block = n
-                Task(executorPreference: loop) { await self.transfer(ref, block) }
+        let urgent = seg.completing || bufferedBytes * 2 > options.maxBufferedBytes
+        var p = seg.uploadedThrough + 1
+        while p <= seg.confirmedThrough && seg.uploading.count < options.maxParallelUploadsPerSegment {
+            if let end = seg.runs[p] {
+                p = end + 1
+                continue
             }
-            if n == Int32.max { break }
-            n += 1
+            if let end = seg.uploading[p] {
+                guard end >= p else { return }  // a lookup: where the next object starts is not known yet
+                p = end + 1
+                continue
+            }
+            guard uploadsInFlight < options.maxParallelUploads else {
+                if !seg.starved {
+                    seg.starved = true
+                    starved.append(ref)
+                }
+                return
+            }
+            guard let first = seg.blocks[p] else {
+                start(seg, from: p, through: nil)
+                return
+            }
+            var q = p
+            var bytes = first.bytes.readableBytes
+            while q < seg.confirmedThrough, let next = seg.blocks[q + 1], bytes + next.bytes.readableBytes <= options.maxRunBytes {
+                q += 1
+                bytes += next.bytes.readableBytes
+            }
+            let due = first.receivedMs + (seg.uploader ? options.runDelayMs : options.standbyDelayMs)
+            if !urgent && bytes < options.runTargetBytes && Clock.monotonicMillis() < due {
+                armRunTimer(seg, at: due)
+                return
+            }
+            start(seg, from: p, through: q)
+            p = q + 1
         }
     }
 
-    private enum TransferOutcome { case durable, fenceObject, conflict(String), missing, failed(WoodpeckerError) }
+    private func start(_ seg: SegmentState, from p: Int32, through q: Int32?) {
+        seg.uploading[p] = q ?? -1
+        uploadsInFlight += 1
+        activeTasks += 1
+        let ref = seg.ref
+        Task(executorPreference: loop) { await self.transfer(ref, from: p, through: q) }
+    }
 
-    /// Uploads (or confirms the existence of) one block, retrying retryable failures with backoff until the node
-    /// stops.
-    private func transfer(_ ref: SegmentRef, _ n: Int32) async {
+    private func armRunTimer(_ seg: SegmentState, at due: UInt64) {
+        guard !seg.runTimerArmed else { return }
+        seg.runTimerArmed = true
+        let ref = seg.ref
+        loop.schedule(afterMs: max(1, due - min(due, Clock.monotonicMillis()))) { [weak self] in
+            guard let self else { return }
+            self.assumeIsolated { node in
+                node.segments[ref]?.runTimerArmed = false
+                node.pump(ref)
+            }
+        }
+    }
+
+    private enum TransferOutcome { case durable(through: Int32), fenceObject, conflict(String), missing, failed(WoodpeckerError) }
+
+    /// Uploads the run `p...q` (or, with `q` nil, looks up the object at block p's key), retrying retryable
+    /// failures with backoff until the node stops or the chain passes `p` (another node's report).
+    private func transfer(_ ref: SegmentRef, from p: Int32, through q: Int32?) async {
         defer {
             uploadsInFlight -= 1
             resumeStarved()
             taskEnded()
         }
+        let body = q.flatMap { segments[ref]?.runBytes(from: p, through: $0) }
         var backoff = options.retryBackoffMs.first
         while true {
-            guard !stopping, let seg = segments[ref], seg.stopReason == nil else { break }
-            let key = ref.blockKey(n)
-            let outcome = await attempt(key: key, bytes: seg.blocks[n]?.bytes, lookFirst: !seg.uploader)
+            guard !stopping, let seg = segments[ref], seg.stopReason == nil, p > seg.uploadedThrough,
+                  q == nil || body != nil else { break }
+            let key = ref.blockKey(p)
+            let outcome = await attempt(seg, key: key, from: p, body: body, last: q, lookFirst: !seg.uploader || body == nil)
             guard let seg = segments[ref] else { return }
             switch outcome {
-            case .durable:
-                seg.inFlight.remove(n)
-                seg.durable.insert(n)
-                uploadedBlocks += 1
+            case let .durable(through: end):
+                seg.uploading[p] = nil
+                if p > seg.uploadedThrough { seg.runs[p] = end }
+                uploadedBlocks += Int64(end - p + 1)
                 await advance(seg)
                 pump(ref)
                 return
@@ -528,23 +581,29 @@ public actor LogStoreNode {
                 Diagnostics.warn("logstore: \(ref) is fenced in object storage (fence object at \(key)); uploads stopped")
                 seg.fenced = true
                 seg.stopReason = WoodpeckerError(.segmentFenced, "\(ref): a fence object stands at \(key); the segment was taken over")
-                seg.inFlight.remove(n)
+                seg.uploading[p] = nil
                 seg.wakeWaiters()
                 if dataDirectory != nil { try? await persist(seg, [.fence]) }  // best effort: storage holds the fence anyway
                 return
             case let .conflict(what):
-                Diagnostics.error("logstore: \(key) holds \(what) than block \(n) held here; uploads of \(ref) stopped")
-                seg.stopReason = WoodpeckerError(.segmentStateInvalid, "\(key) holds \(what) than the block this node holds")
-                seg.inFlight.remove(n)
+                Diagnostics.error("logstore: \(key) holds \(what); uploads of \(ref) stopped")
+                seg.stopReason = WoodpeckerError(.segmentStateInvalid, "\(key) holds \(what)")
+                seg.uploading[p] = nil
                 seg.wakeWaiters()
                 return
             case .missing:
-                break  // another node has not uploaded it yet: check again after the backoff
+                // Another node has not uploaded it yet: check again after the backoff. A `complete` waiting for it
+                // learns now that this node cannot finish (the writer then asks another).
+                if seg.completing {
+                    let e = WoodpeckerError(.objectNotFound,
+                                            "complete of \(ref): block \(p) is neither held by this node nor in object storage at \(key)")
+                    for w in seg.waiters where w.through >= p { seg.resumeWaiter(w.id, .failure(e)) }
+                }
             case let .failed(e):
                 guard e.isRetryable else {
                     Diagnostics.error("logstore: upload of \(key): \(e); uploads of \(ref) stopped")
                     seg.stopReason = e
-                    seg.inFlight.remove(n)
+                    seg.uploading[p] = nil
                     seg.wakeWaiters()
                     return
                 }
@@ -553,7 +612,9 @@ public actor LogStoreNode {
             await loop.sleep(ms: backoff)
             backoff = min(backoff * 2, options.retryBackoffMs.max)
         }
-        segments[ref]?.inFlight.remove(n)
+        // Passed by the chain (or stopped): let the next position start.
+        segments[ref]?.uploading[p] = nil
+        pump(ref)
     }
 
     /// Gives freed node-wide upload slots to segments that waited for one, oldest first.
@@ -565,41 +626,26 @@ public actor LogStoreNode {
         }
     }
 
-    /// With `lookFirst` (a node that is not the segment's uploader), looks for the object first: usually the
-    /// uploader put it already, and a HEAD is far cheaper than a conditional write that fails (a temp file and
-    /// fsync locally, the whole body on S3). An object of the block's size is compared on its first 4 KiB (the block
-    /// header and the first records with their CRCs), which tells this block from a foreign one without reading it
-    /// all. The uploader puts at once: the object is normally not there yet.
-    private func attempt(key: String, bytes: ByteBuffer?, lookFirst: Bool = true) async -> TransferOutcome {
+    /// Puts `body` (blocks p...last) at `key` unless an object is there; with `lookFirst` (a node that is not the
+    /// segment's uploader, or a lookup) reads first: usually the uploader put it already. An object found there is
+    /// adopted when it is a run starting at block p whose blocks this node holds with the same bytes; its extent,
+    /// not ours, decides where the chain continues.
+    private func attempt(_ seg: SegmentState, key: String, from p: Int32, body: ByteBuffer?, last: Int32?,
+                         lookFirst: Bool) async -> TransferOutcome {
         do {
-            if lookFirst, let bytes, let info = try await store.head(key) {
-                if info.size == bytes.readableBytes {
-                    let n = min(bytes.readableBytes, 4096)
-                    let head = try await store.get(key, range: 0..<n)
-                    if head == (try bytes.getSlice(at: bytes.readerIndex, length: n)) { return .durable }
+            if lookFirst {
+                if let existing = try await existingObject(key) { return judge(existing, seg, from: p) }
+            }
+            guard let body, let last else { return .missing }
+            do {
+                try await store.putIfAbsent(key, body)
+                return .durable(through: last)
+            } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
+                guard let existing = try await existingObject(key) else {
+                    return .failed(WoodpeckerError(.storageNotWritable, "\(key) existed and then vanished", retryable: true))
                 }
-                let existing = try await store.get(key)
-                if existing == bytes { return .durable }
-                if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
-                return .conflict("\(existing.readableBytes) other bytes")
+                return judge(existing, seg, from: p)
             }
-            if let bytes {
-                do {
-                    try await store.putIfAbsent(key, bytes)
-                    return .durable
-                } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
-                    let existing = try await store.get(key)
-                    if existing == bytes { return .durable }
-                    if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
-                    return .conflict("\(existing.readableBytes) other bytes")
-                }
-            }
-            guard let info = try await store.head(key) else { return .missing }
-            if info.size == 1 {
-                let existing = try await store.get(key)
-                if existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
-            }
-            return .durable
         } catch let e as WoodpeckerError {
             return .failed(e)
         } catch {
@@ -607,15 +653,43 @@ public actor LogStoreNode {
         }
     }
 
-    /// Moves `uploadedThrough` over the contiguous durable run and drops those blocks (and the data file once the
-    /// segment holds nothing).
-    private func advance(_ seg: SegmentState) async {
+    private func existingObject(_ key: String) async throws -> ByteBuffer? {
+        do {
+            return try await store.get(key)
+        } catch let e as WoodpeckerError where e.code == .objectNotFound {
+            return nil
+        }
+    }
+
+    /// What an object found at block p's key means for this node.
+    private func judge(_ existing: ByteBuffer, _ seg: SegmentState, from p: Int32) -> TransferOutcome {
+        if existing.readableBytes == 1 && existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
+        guard let parts = try? SegmentCodec.splitRun(existing),
+              let first = try? SegmentCodec.decodeBlockInfo(parts[0]), first.blockNumber == p else {
+            return .conflict("\(existing.readableBytes) bytes that are not a run starting at block \(p)")
+        }
+        for (i, part) in parts.enumerated() {
+            if let held = seg.blocks[p + Int32(i)], held.bytes != part {
+                return .conflict("other bytes than block \(p + Int32(i)) held here")
+            }
+        }
+        return .durable(through: p + Int32(parts.count) - 1)
+    }
+
+    /// Moves `uploadedThrough` along the chain of known objects (from `to`, another node's reported point, if
+    /// further), drops the blocks it passed (and the data file once the segment holds nothing).
+    private func advance(_ seg: SegmentState, to reported: Int32 = -1) async {
         let before = seg.uploadedThrough
-        while seg.durable.remove(seg.uploadedThrough + 1) != nil {
-            seg.uploadedThrough += 1
-            if let h = seg.blocks.removeValue(forKey: seg.uploadedThrough) { bufferedBytes -= h.bytes.readableBytes }
+        if reported > seg.uploadedThrough {
+            seg.dropHeld(through: reported, counting: &bufferedBytes)
+            seg.uploadedThrough = reported
+        }
+        while let end = seg.runs.removeValue(forKey: seg.uploadedThrough + 1) {
+            seg.dropHeld(through: end, counting: &bufferedBytes)
+            seg.uploadedThrough = end
         }
         guard seg.uploadedThrough > before else { return }
+        if !seg.runs.isEmpty { seg.runs = seg.runs.filter { $0.key > seg.uploadedThrough } }
         seg.wakeWaiters()
         guard let path = seg.path, seg.completedThrough == nil else { return }
         let through = seg.uploadedThrough
@@ -633,25 +707,24 @@ public actor LogStoreNode {
         }
     }
 
-    /// Marks durable every block in `uploadedThrough+1...last` this node does not hold and object storage has;
-    /// fails with `.objectNotFound` naming the first that is in neither.
+    /// Before a `complete`: while the next chain position is a block this node does not hold, looks the object up
+    /// (and follows it); fails with `.objectNotFound` naming the first block that is in neither. Gaps further on
+    /// are looked up by `pump` once the chain reaches them.
     private func checkMissing(_ seg: SegmentState, through last: Int32) async throws {
-        guard seg.uploadedThrough < last else { return }
-        var n = seg.uploadedThrough + 1
-        while n <= last {
-            if seg.blocks[n] == nil && !seg.durable.contains(n) && !seg.inFlight.contains(n) {
-                let key = seg.ref.blockKey(n)
-                switch await attempt(key: key, bytes: nil) {
-                case .durable: seg.durable.insert(n)
-                case .missing, .fenceObject, .conflict:
-                    throw WoodpeckerError(.objectNotFound,
-                                          "complete of \(seg.ref) through block \(last): block \(n) is neither held by this node nor in object storage at \(key)")
-                case let .failed(e): throw e
-                }
+        while seg.uploadedThrough < last {
+            let p = seg.uploadedThrough + 1
+            guard seg.blocks[p] == nil, seg.uploading[p] == nil, seg.runs[p] == nil else { return }
+            let key = seg.ref.blockKey(p)
+            switch await attempt(seg, key: key, from: p, body: nil, last: nil, lookFirst: true) {
+            case let .durable(through: end):
+                if p > seg.uploadedThrough { seg.runs[p] = end }
+                await advance(seg)
+            case .missing, .fenceObject, .conflict:
+                throw WoodpeckerError(.objectNotFound,
+                                      "complete of \(seg.ref) through block \(last): block \(p) is neither held by this node nor in object storage at \(key)")
+            case let .failed(e): throw e
             }
-            n += 1
         }
-        await advance(seg)
     }
 
     private func waitUploaded(_ seg: SegmentState, through last: Int32) async throws {
@@ -677,6 +750,8 @@ public actor LogStoreNode {
 struct Held {
     var bytes: ByteBuffer
     var info: HeldBlock
+    /// When the node took it (monotonic ms), for the run delay.
+    var receivedMs: UInt64
 }
 
 struct UploadWaiter {
@@ -701,9 +776,14 @@ final class SegmentState: @unchecked Sendable {
     var confirmedThrough: Int32 = -1
     var uploadedThrough: Int32 = -1
     var completedThrough: Int32?
-    /// Uploaded (or found durable) but not yet contiguous with `uploadedThrough`.
-    var durable: Set<Int32> = []
-    var inFlight: Set<Int32> = []
+    /// Objects known at keys past `uploadedThrough + 1` (ours or found): first block → last block, until the chain
+    /// reaches them (entries the chain passed are dropped).
+    var runs: [Int32: Int32] = [:]
+    /// Transfers in flight: first block → last block of the run, or -1 for a lookup (extent not known yet).
+    var uploading: [Int32: Int32] = [:]
+    /// `complete` was asked: upload without waiting for fuller runs.
+    var completing = false
+    var runTimerArmed = false
     /// Listed in the node's `starved` queue.
     var starved = false
     /// Set when uploads of the segment stopped for good (fence object, conflicting object, non-retryable error).
@@ -723,6 +803,39 @@ final class SegmentState: @unchecked Sendable {
         let held = blocks.values.map(\.info).sorted { $0.blockNumber < $1.blockNumber }
         return SegmentStatus(known: known || completedThrough != nil, fenced: fenced, blocks: held,
                              uploadedThrough: uploadedThrough, confirmedThrough: confirmedThrough)
+    }
+
+    /// True while block n is part of a run being uploaded (or looked up).
+    func isUploading(_ n: Int32) -> Bool {
+        uploading.contains { $0.key <= n && n <= max($0.key, $0.value) }
+    }
+
+    /// The held blocks p...q back to back (the held buffer itself for one block); nil if one is not held.
+    func runBytes(from p: Int32, through q: Int32) -> ByteBuffer? {
+        if p == q { return blocks[p]?.bytes }
+        var size = 0
+        for n in p...q {
+            guard let h = blocks[n] else { return nil }
+            size += h.bytes.readableBytes
+        }
+        var out = ByteBuffer(capacity: size)
+        for n in p...q { out.writeBuffer(blocks[n]!.bytes) }
+        return out
+    }
+
+    /// Drops the held blocks up to `through`, subtracting their bytes from `total`.
+    func dropHeld(through: Int32, counting total: inout Int) {
+        if Int64(through) - Int64(uploadedThrough) <= Int64(blocks.count) {
+            var n = uploadedThrough + 1
+            while n <= through {
+                if let h = blocks.removeValue(forKey: n) { total -= h.bytes.readableBytes }
+                n += 1
+            }
+        } else {
+            for n in blocks.keys where n <= through {
+                if let h = blocks.removeValue(forKey: n) { total -= h.bytes.readableBytes }
+            }
+        }
     }
 
     func wakeWaiters() {
@@ -766,12 +879,13 @@ final class FileQueue: @unchecked Sendable {
 
 /// Records waiting for the segment's next group write, with the appends waiting on them. Loop-confined.
 final class PendingAppends: @unchecked Sendable {
-    var data = ByteBuffer()
+    /// Encoded records (block bytes shared with the held blocks, not copied).
+    var parts: [ByteBuffer] = []
     var waiters: [CheckedContinuation<Void, any Error>] = []
     var queued = false
 
     final class Batch: @unchecked Sendable {
-        var data = ByteBuffer()
+        var parts: [ByteBuffer] = []
         var waiters: [CheckedContinuation<Void, any Error>] = []
 
         func resume(_ error: (any Error)?) {
@@ -785,9 +899,9 @@ final class PendingAppends: @unchecked Sendable {
 
     /// Moves everything queued into `batch`; the next append queues a new write.
     func take(into batch: Batch) {
-        batch.data = data
+        batch.parts = parts
         batch.waiters = waiters
-        data = ByteBuffer()
+        parts = []
         waiters = []
         queued = false
     }

@@ -69,26 +69,45 @@ enum SegmentFiles {
     }
 
     static func encode(_ records: [SegmentFileRecord]) -> ByteBuffer {
+        var parts: [ByteBuffer] = []
+        encodeParts(records, into: &parts)
+        guard parts.count > 1 else { return parts.first ?? ByteBuffer() }
+        var out = ByteBuffer(capacity: parts.reduce(0) { $0 + $1.readableBytes })
+        for p in parts { out.writeBuffer(p) }
+        return out
+    }
+
+    /// Encodes records as buffers to be written back to back (`append`). A block record's bytes are not copied:
+    /// its head (CRC, type, length, block number, confirmed point) is a small buffer of its own, the block buffer
+    /// follows as it is, and the record CRC runs over it in place.
+    static func encodeParts(_ records: [SegmentFileRecord], into parts: inout [ByteBuffer]) {
         var out = ByteBuffer()
         for r in records {
             let start = out.writerIndex
             _ = out.reserveBytes(4)
             out.writeInteger(r.type)
             let lengthAt = out.reserveBytes(4)
+            var tail: ByteBuffer?
             switch r {
             case let .header(ref): LogStoreWire.writeRef(ref, &out)
             case let .block(n, confirmed, bytes):
                 out.writeInteger(n)
                 out.writeInteger(confirmed)
-                out.writeBuffer(bytes)
+                tail = bytes
             case .fence: break
             case let .uploaded(n), let .completed(n): out.writeInteger(n)
             }
-            out.setInteger(UInt32(out.writerIndex - lengthAt - 4), at: lengthAt)
-            let crc = CRC32C.checksum(try! out.getSlice(at: start + 4, length: out.writerIndex - start - 4))
+            out.setInteger(UInt32(out.writerIndex - lengthAt - 4 + (tail?.readableBytes ?? 0)), at: lengthAt)
+            var crc = CRC32C.checksum(try! out.getSlice(at: start + 4, length: out.writerIndex - start - 4))
+            if let tail { crc = CRC32C.checksum(tail, seed: crc) }
             out.setInteger(crc, at: start)
+            if let tail {
+                parts.append(out)
+                parts.append(tail)
+                out = ByteBuffer()
+            }
         }
-        return out
+        if out.readableBytes > 0 { parts.append(out) }
     }
 
     /// Decodes records until the end or the first torn/corrupt record; returns the records and the byte length of
@@ -131,10 +150,16 @@ enum SegmentFiles {
 
     /// Appends encoded records with write(2); with `sync`, fdatasync before returning.
     static func append(_ path: String, _ data: ByteBuffer, sync: Bool) throws {
+        try append(path, [data], sync: sync)
+    }
+
+    /// Appends the buffers back to back (`encodeParts`), with as few writev(2) calls as they allow; with `sync`,
+    /// fdatasync before returning.
+    static func append(_ path: String, _ parts: [ByteBuffer], sync: Bool) throws {
         let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         if fd < 0 { throw ioError("open segment file", path: path, errno: errno) }
         defer { close(fd) }
-        try writeAll(fd, data, path: path)
+        try FileOps.writevAll(fd, parts, path: path)
         if sync && fdatasync(fd) != 0 { throw ioError("fdatasync", path: path, errno: errno) }
     }
 

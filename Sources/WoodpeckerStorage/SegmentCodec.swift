@@ -179,6 +179,42 @@ public enum SegmentCodec {
         }
     }
 
+    /// Splits a run object (one or more consecutive blocks back to back, as a LogStore uploads them) into its block
+    /// objects, slices that share the input's storage. Checks only the framing (each block header and that the
+    /// blocks fill the object exactly); `decodeBlock`/`verifyBlock` check each block's content.
+    /// Throws `WoodpeckerError(.corrupted, "segment run: <what>")`.
+    public static func splitRun(_ bytes: ByteBuffer) throws -> [ByteBuffer] {
+        var out: [ByteBuffer] = []
+        var at = bytes.readerIndex
+        do {
+            var previous: Int32?
+            while at < bytes.writerIndex {
+                let rest = try bytes.getSlice(at: at, length: bytes.writerIndex - at)
+                let info = try decodeBlockPrefix(rest).info
+                guard info.size <= rest.readableBytes else {
+                    throw CodecFault("block \(info.blockNumber) at byte \(at - bytes.readerIndex) needs \(info.size) bytes, \(rest.readableBytes) remain")
+                }
+                if let p = previous, p &+ 1 != info.blockNumber {
+                    throw CodecFault("block \(info.blockNumber) follows block \(p)")
+                }
+                previous = info.blockNumber
+                out.append(try bytes.getSlice(at: at, length: info.size))
+                at += info.size
+            }
+        } catch let fault as CodecFault {
+            throw WoodpeckerError(.corrupted, "segment run: \(fault.what); re-read the object or treat the run as lost")
+        } catch {
+            throw WoodpeckerError(.corrupted, "segment run: \(error)")
+        }
+        guard !out.isEmpty else { throw WoodpeckerError(.corrupted, "segment run: empty object") }
+        return out
+    }
+
+    /// Decodes every block of a run object (see `splitRun`), each fully verified as by `decodeBlock`.
+    public static func decodeRun(_ bytes: ByteBuffer) throws -> [DecodedBlock] {
+        try splitRun(bytes).map { try decodeBlock($0) }
+    }
+
     /// Decodes only the block header (and header record, if any) from the first bytes of a block object, for
     /// recovery probes; `blockInfoPrefixBytes` always suffice. `size` is computed from the block header.
     /// Does not verify the data (use `decodeBlock` for that).

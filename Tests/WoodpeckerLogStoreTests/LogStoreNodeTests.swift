@@ -24,6 +24,27 @@ func eventually(timeoutMs: UInt64 = 5_000, _ cond: () async throws -> Bool) asyn
     return try await cond()
 }
 
+/// The blocks of a segment in object storage, following the chain of run objects from block 0 (each object
+/// holds one or more consecutive blocks back to back), and the number of objects on the chain.
+func chainBlocks(_ store: any ObjectStore, _ ref: SegmentRef) async throws -> (blocks: [ByteBuffer], objects: Int) {
+    var out: [ByteBuffer] = []
+    var objects = 0
+    while true {
+        let bytes: ByteBuffer
+        do {
+            bytes = try await store.get(ref.blockKey(Int32(out.count)))
+        } catch let e as WoodpeckerError where e.code == .objectNotFound {
+            return (out, objects)
+        }
+        let parts = try SegmentCodec.splitRun(bytes)
+        for (i, part) in parts.enumerated() {
+            #expect(try SegmentCodec.verifyBlock(part).blockNumber == Int32(out.count + i))
+        }
+        out.append(contentsOf: parts)
+        objects += 1
+    }
+}
+
 /// A running node on 127.0.0.1 (port 0) over a LocalFileStore in a temporary directory, and a client of it.
 struct Fixture {
     let loop: EventLoop
@@ -145,27 +166,93 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
             try await f.client.append(ref, block: Int32(n), bytes: b, confirmedThrough: -1)
         }
         #expect(try await f.store.head(ref.blockKey(0)) == nil)  // nothing confirmed: nothing uploaded
-        try await f.client.updateConfirmed(ref, through: 3)
+        _ = try await f.client.updateConfirmed(ref, through: 3, durableThrough: -1, uploader: true)
         #expect(try await eventually { try await f.client.status(ref).uploadedThrough == 3 })
-        for n in 0...3 { #expect(try await f.store.get(ref.blockKey(Int32(n))) == blocks[n]) }
-        #expect(try await f.store.head(ref.blockKey(4)) == nil)
+        // The four confirmed blocks went up together, as one run object at block 0's key.
+        let first = try await chainBlocks(f.store, ref)
+        #expect(first.blocks == Array(blocks[0...3]) && first.objects == 1)
+        #expect(try await f.store.listAll(prefix: ref.directory).count == 1)
         #expect(try await f.client.status(ref).blocks.map(\.blockNumber) == [4, 5])
         // The last confirmation rides on an append.
         let b6 = makeBlock(6, firstEntryId: 18)
-        try await f.client.append(ref, block: 6, bytes: b6, confirmedThrough: 6)
+        _ = try await f.client.append(ref, block: 6, bytes: b6, confirmedThrough: 6, durableThrough: -1, uploader: true)
         #expect(try await eventually { try await f.client.health().bufferedBytes == 0 })
-        #expect(try await f.store.get(ref.blockKey(6)) == b6)
+        #expect(try await chainBlocks(f.store, ref).blocks == blocks + [b6])
         // Appending an already durable block is a no-op success.
         try await f.client.append(ref, block: 2, bytes: blocks[2], confirmedThrough: 6)
         #expect(try await f.client.health().bufferedBytes == 0)
         await f.stop()
     }
 
+    /// Nodes cut runs differently (each uploads what it holds when a slot frees). A node whose put finds another
+    /// node's run at the key adopts that run's extent and continues the chain after it; a redundant object inside a
+    /// run (a put that lost a race) is never taken for the chain. Before runs existed every block had its own key.
+    @Test func aNodeAdoptsAnotherNodesRunAndContinuesTheChainAfterIt() async throws {
+        let f = try await Fixture.start(dataDir: true)
+        let blocks = (0..<8).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3, fill: UInt8($0)) }
+        func run(_ r: ClosedRange<Int>) -> ByteBuffer {
+            var out = ByteBuffer()
+            for n in r { out.writeBuffer(blocks[n]) }
+            return out
+        }
+        // Another node put blocks 0-3 as one run; a copy of blocks 2-5 lost a race and lies inside that run.
+        try await f.store.putIfAbsent(ref.blockKey(0), run(0...3))
+        try await f.store.putIfAbsent(ref.blockKey(2), run(2...5))
+        for n in 0..<6 { try await f.client.append(ref, block: Int32(n), bytes: blocks[n], confirmedThrough: -1) }
+        _ = try await f.client.updateConfirmed(ref, through: 5, durableThrough: -1, uploader: true)
+        #expect(try await eventually { try await f.client.status(ref).uploadedThrough == 5 })
+        // The chain: [0-3] (adopted), then [4-5] put by this node at block 4's key, not at 2 or 6.
+        var chain = try await chainBlocks(f.store, ref)
+        #expect(chain.blocks == Array(blocks[0...5]) && chain.objects == 2)
+        #expect(try await f.store.get(ref.blockKey(4)) == run(4...5))
+        #expect(try await f.client.health().bufferedBytes == 0)
+        // An object at the next key holding other bytes for a block this node holds stops its uploads.
+        try await f.store.putIfAbsent(ref.blockKey(6), makeBlock(6, firstEntryId: 18, fill: 99))
+        _ = try await f.client.append(ref, block: 6, bytes: blocks[6], confirmedThrough: 6, durableThrough: -1, uploader: true)
+        await expectError(.segmentStateInvalid) { try await f.client.complete(ref, lastBlock: 6) }
+        #expect(try await f.client.readBlock(ref, number: 6) == blocks[6])  // never dropped
+        chain = try await chainBlocks(f.store, ref)
+        #expect(chain.blocks.count == 7 && chain.blocks[6] != blocks[6])
+        await f.stop()
+    }
+
+    /// A run that reaches the size target starts at once; below it the first block waits `runDelayMs`; a run never
+    /// exceeds `maxRunBytes`.
+    @Test func runsStartAtTheTargetSizeAndStayUnderTheBound() async throws {
+        let size = makeBlock(0).readableBytes
+        var options = LogStoreNodeOptions()
+        options.runDelayMs = 60_000
+        options.standbyDelayMs = 60_000
+        options.runTargetBytes = 3 * size
+        options.maxRunBytes = 4 * size
+        let f = try await Fixture.start(options: options)
+        let blocks = (0..<10).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3, fill: UInt8($0)) }
+        for n in 0..<2 { try await f.client.append(ref, block: Int32(n), bytes: blocks[n], confirmedThrough: -1) }
+        _ = try await f.client.updateConfirmed(ref, through: 1, durableThrough: -1, uploader: true)
+        try await Task.sleep(nanoseconds: 200_000_000)
+        #expect(try await f.client.status(ref).uploadedThrough == -1, "two blocks are below the target: they wait")
+        for n in 2..<10 { try await f.client.append(ref, block: Int32(n), bytes: blocks[n], confirmedThrough: -1) }
+        _ = try await f.client.updateConfirmed(ref, through: 9, durableThrough: -1, uploader: true)
+        // 0-3 and 4-7 fill runs to the bound; 8-9 stay below the target and wait.
+        #expect(try await eventually { try await f.client.status(ref).uploadedThrough == 7 })
+        try await Task.sleep(nanoseconds: 100_000_000)
+        #expect(try await f.client.status(ref).uploadedThrough == 7)
+        let chain = try await chainBlocks(f.store, ref)
+        #expect(chain.blocks == Array(blocks[0...7]) && chain.objects == 2)
+        // `complete` uploads the rest without waiting.
+        try await f.client.complete(ref, lastBlock: 9)
+        #expect(try await chainBlocks(f.store, ref).blocks == blocks)
+        await f.stop()
+    }
+
     @Test func fenceObjectInStorageStopsUploads() async throws {
         let f = try await Fixture.start()
+        _ = try await f.client.append(ref, block: 0, bytes: makeBlock(0), confirmedThrough: 0, durableThrough: -1, uploader: true)
+        #expect(try await eventually { try await f.client.status(ref).uploadedThrough == 0 })
+        // A recovering writer fences at the key after the chain's last object.
         try await f.store.put(ref.blockKey(1), ByteBuffer(string: "F"))
-        for n: Int32 in 0...2 { try await f.client.append(ref, block: n, bytes: makeBlock(n), confirmedThrough: -1) }
-        try await f.client.updateConfirmed(ref, through: 2)
+        for n: Int32 in 1...2 { try await f.client.append(ref, block: n, bytes: makeBlock(n), confirmedThrough: -1) }
+        _ = try await f.client.updateConfirmed(ref, through: 2, durableThrough: -1, uploader: true)
         #expect(try await eventually { try await f.client.status(ref).fenced })
         let s = try await f.client.status(ref)
         #expect(s.uploadedThrough <= 0)
@@ -189,7 +276,9 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
         // Another node uploaded block 2.
         try await f.store.putIfAbsent(ref.blockKey(2), blocks[2])
         try await f.client.complete(ref, lastBlock: 3)
-        for n in 0..<4 { #expect(try await f.store.get(ref.blockKey(Int32(n))) == blocks[n]) }
+        // Blocks 0-1 in one run, block 2 found (not uploaded again), block 3 after it.
+        let chain = try await chainBlocks(f.store, ref)
+        #expect(chain.blocks == blocks && chain.objects == 3)
         let s = try await f.client.status(ref)
         #expect(s.fenced && s.blocks.isEmpty && s.uploadedThrough == 3)
         #expect(try await f.client.health().bufferedBytes == 0)
@@ -265,7 +354,7 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
         // Uploads resume from what was reloaded.
         try await client.updateConfirmed(ref, through: 2)
         #expect(try await eventually { try await client.health().bufferedBytes == 0 })
-        for n in 0..<3 { #expect(try await store.get(ref.blockKey(Int32(n))) == blocks[n]) }
+        #expect(try await chainBlocks(store, ref).blocks == blocks)
         await client.close()
         await node.stop()
     }
@@ -295,7 +384,11 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
         }
         #expect(try await f.client.status(ref).blocks.count == count)
         try await f.client.complete(ref, lastBlock: Int32(count - 1))
-        #expect(try await f.store.listAll(prefix: ref.directory).count == count)
+        // All confirmed at once by `complete`: one run object (far below the run size bound).
+        let chain = try await chainBlocks(f.store, ref)
+        #expect(chain.blocks == (0..<count).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3) })
+        #expect(chain.objects == 1)
+        #expect(try await f.store.listAll(prefix: ref.directory).count == 1)
         #expect(try await f.client.health().bufferedBytes == 0)
         await f.stop()
     }

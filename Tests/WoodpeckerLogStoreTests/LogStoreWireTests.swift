@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import WoodpeckerCore
 import WoodpeckerStorage
@@ -182,5 +183,30 @@ struct SeededRandom {
             #expect(torn.records == Array(records.dropLast()))
             #expect(torn.validBytes == lastStart)
         }
+    }
+
+    /// Block records are written without copying the block: a small head buffer, then the block buffer itself, with
+    /// the record CRC carried over it. The file holds exactly what `encode` makes, and replays.
+    @Test func blockRecordsAreWrittenAsHeadAndBlockPartsThatReplay() throws {
+        let blocks = (0..<40).map { makeBlock(Int32($0), firstEntryId: Int64($0) * 3, payloadBytes: 700 + $0) }
+        var records: [SegmentFileRecord] = [.header(Self.ref)]
+        for (n, b) in blocks.enumerated() { records.append(.block(Int32(n), confirmedThrough: Int32(n) - 1, bytes: b)) }
+        records += [.uploaded(5), .fence]
+        var parts: [ByteBuffer] = []
+        SegmentFiles.encodeParts(records, into: &parts)
+        // Each block is its own part, the very buffer passed in (its storage shared, not copied).
+        for b in blocks {
+            #expect(parts.contains { $0 == b && $0.readerIndex == b.readerIndex && $0.writerIndex == b.writerIndex })
+        }
+        let dir = try temporaryDirectory()
+        let path = dir + "/parts.seg"
+        // More parts than one writev takes (IOV_MAX is 1024): the writes continue in order.
+        let many = Array(repeating: parts, count: 15).flatMap { $0 }
+        try SegmentFiles.append(path, many, sync: false)
+        let written = ByteBuffer(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+        let expected = SegmentFiles.encode(records)
+        #expect(written.readableBytes == expected.readableBytes * 15)
+        #expect(try written.getSlice(at: written.readerIndex, length: expected.readableBytes) == expected)
+        #expect(SegmentFiles.decode(expected).records == records)
     }
 }

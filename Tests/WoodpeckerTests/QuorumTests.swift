@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Woodpecker
+@testable import Woodpecker
 import WoodpeckerCore
 import WoodpeckerIO
 import WoodpeckerLogStore
@@ -137,6 +137,46 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
         }
     }
 
+    /// LogStores upload runs (several blocks per object). Every read path finds blocks inside runs: the writer's
+    /// own reader without a tail cache (the writer's block list, located by listing), another client reading the
+    /// active segment (following the chain), and readers of the completed segment (the footer's list).
+    @Test func everyReaderFindsBlocksInsideRuns() async throws {
+        try await withQuorum { env, cluster in
+            let client1 = try cluster.client(.test.with { $0.tailCacheBytes = 0 })
+            let log1 = try await client1.createLog("q")
+            let w = try await log1.openWriter()
+            let count = 400
+            try await withThrowingTaskGroup(of: Void.self) { g in
+                for i in 0..<count {
+                    g.addTask(executorPreference: env.loop) { _ = try await w.append(bytes("r\(i)")) }
+                }
+                for try await _ in g {}
+            }
+            let meta = try #require(try await log1.segmentMetas().first)
+            let ref = SegmentRef(objectPrefix: "", logId: log1.logId, segmentId: meta.value.segmentId)
+            let blocks = await log1.activeBlocks.count
+            let uploaded = try await eventually(env.loop) { try await chainLength(env.store, ref).blocks == blocks }
+            #expect(uploaded)
+            let objects = try await chainLength(env.store, ref).objects
+            #expect(objects < blocks, "\(objects) objects for \(blocks) blocks: no runs formed")
+            func check(_ got: [LogEntry], _ who: String) {
+                #expect(got.count == count, "\(who) read \(got.count) of \(count)")
+                expectDenseOrder(got)
+                #expect(Set(got.map { text($0.payload) }) == Set((0..<count).map { "r\($0)" }), "\(who)")
+            }
+            check(try await readAll(log1), "the writer's client")
+            let client2 = try cluster.client()
+            check(try await readAll(try await client2.openLog("q")), "another client, active segment")
+            try await w.close()
+            let client3 = try cluster.client()
+            check(try await readAll(try await client3.openLog("q")), "another client, completed segment")
+            check(try await readAll(log1), "the writer's client, completed segment")
+            await client1.closeNodes()
+            await client2.closeNodes()
+            await client3.closeNodes()
+        }
+    }
+
     /// The uploader's durable point reaches the other nodes through the writer, so they drop their copies without
     /// a lookup per block (on S3 each lookup is a billed request), and the uploader puts without looking first.
     /// Before, every node looked up every block.
@@ -154,7 +194,10 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
                 return true
             }
             #expect(drained, "nodes still hold blocks while the writer is open")
-            #expect(try await env.store.head(ref.blockKey(Int32(blocks - 1))) != nil)
+            // Every block is on the chain of run objects, in fewer objects than blocks.
+            let (chained, objects) = try await chainLength(env.store, ref)
+            #expect(chained == blocks)
+            #expect(objects < blocks, "\(objects) objects for \(blocks) blocks")
             var standbyLookups = 0
             var uploaderLookups = 0
             var reported: Int64 = 0
@@ -359,7 +402,7 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
             let b = try await cluster.status(1, ref)
             #expect(a.known && b.known)
             #expect(lastBlock(a) == 5 && lastBlock(b) == 4, "the case needs A at block 5 and B at 4: \(a) \(b)", sourceLocation: #_sourceLocation)
-            #expect(try await env.store.head(ref.blockKey(5)) == nil, "block 5 must not be in object storage yet")
+            #expect(try await chainLength(env.store, ref).blocks <= 5, "block 5 must not be in object storage yet")
             try await env.restart()
             let client2 = try cluster.client()
             let log2 = try await client2.openLog("q")
@@ -446,4 +489,16 @@ func lastBlock(_ s: SegmentStatus) -> Int32 { max(s.blocks.last?.blockNumber ?? 
         s = QuorumSettings(nodes: ["a:1", "a:1", "b:1"], connect: connect)
         #expect(throws: WoodpeckerError.self) { try s.validate() }
     }
+}
+
+/// Blocks on the chain of run objects of a segment (each object holds one or more consecutive blocks, the next
+/// object is at the key of the block after its last), and the number of objects.
+func chainLength(_ store: any ObjectStore, _ ref: SegmentRef) async throws -> (blocks: Int, objects: Int) {
+    var blocks = 0
+    var objects = 0
+    while let run = try? await store.get(ref.blockKey(Int32(blocks))) {
+        blocks += try SegmentCodec.splitRun(run).count
+        objects += 1
+    }
+    return (blocks, objects)
 }
