@@ -15,12 +15,12 @@ public struct LogStoreNodeOptions: Sendable {
     /// A run (consecutive confirmed blocks uploaded as one object) starts once it holds this many bytes, or once its
     /// first block has waited `runDelayMs` (on the segment's uploader) or `standbyDelayMs` (on the other nodes,
     /// which normally drop their copies on the uploader's report first). Fewer, larger objects: at 1,000 blocks/s
-    /// a 20 ms delay makes 50 puts/s instead of 1,000.
+    /// a 100 ms delay makes 10 puts/s per segment instead of 1,000 (each put also creates a file or an S3 object).
     public var runTargetBytes = 4 * 1024 * 1024
     /// Largest run object.
     public var maxRunBytes = 8 * 1024 * 1024
-    public var runDelayMs: UInt64 = 20
-    public var standbyDelayMs: UInt64 = 500
+    public var runDelayMs: UInt64 = 100
+    public var standbyDelayMs: UInt64 = 1_000
     /// Block uploads (and existence checks) in flight on the whole node.
     public var maxParallelUploads = 32
     /// Backoff between upload retries after a retryable store error, and between checks for a block this node
