@@ -407,6 +407,8 @@ public actor Log {
     /// the compacted flag (same LAC), marks the segment Sealed and deletes the original blocks. Safe to re-run
     /// after a crash at any step.
     public func compact(_ s: Versioned<SegmentMeta>) async throws {
+        await client.compactionSlots.acquire()
+        defer { client.compactionSlots.release() }
         let objs = segmentStore(s.value.segmentId)
         guard let footer = try await objs.readFooter() else {
             throw WoodpeckerError(.corrupted, "completed segment \(objs.location) has no footer")

@@ -22,6 +22,10 @@ public struct WALConfig: Sendable {
     public var maxEntryBytes: Int = Limits.maxEntrySizeBytes
     /// Compaction merges completed segments' blocks into objects of about this size.
     public var compactionTargetBytes: Int = Limits.compactionTargetBytes
+    /// Compactions running at once across all logs of a client. Each holds about two merged objects in memory
+    /// (the blocks read for one and the one written), so segments of many partitions completing together (they
+    /// roll at the same size and age) would otherwise each take that at once.
+    public var maxConcurrentCompactions: Int = 1
     /// How often a writer's auditor compacts, marks truncated segments and collects garbage (0 = never).
     public var auditIntervalMs: UInt64 = 10_000
     /// Decoded recent blocks kept in memory for tail readers, for all logs of a client together (the blocks

@@ -29,6 +29,8 @@ public final class WoodpeckerClient: Sendable {
     private let registry: LogRegistry
     /// Bounds the tail caches of all this client's logs together.
     let tailBudget: TailBudget
+    /// Bounds the compactions running at once (`WALConfig.maxConcurrentCompactions`).
+    let compactionSlots: LoopSlots
 
     /// Bytes of decoded blocks the logs of this client cache for tail readers now (at most
     /// `config.tailCacheBytes`). Call on the client's loop.
@@ -77,6 +79,7 @@ public final class WoodpeckerClient: Sendable {
         self.writerName = "\(String(cChars: host))/\(getpid())"
         self.registry = LogRegistry(loop: loop)
         self.tailBudget = TailBudget(limit: config.tailCacheBytes, loop: loop)
+        self.compactionSlots = LoopSlots(count: config.maxConcurrentCompactions)
     }
 
     /// Creates a log; `.logAlreadyExists` if the name is taken. Log names are non-empty and contain no `/`.

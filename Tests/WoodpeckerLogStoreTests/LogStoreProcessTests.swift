@@ -32,6 +32,11 @@ private final class NodeProcess {
         try process.run()
     }
 
+    /// A test that fails midway must not leave the node running.
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
     /// The port from the `logstore listening on HOST:PORT` line.
     func port(timeoutMs: UInt64 = 10_000) async throws -> Int {
         let deadline = Clock.monotonicMillis() + timeoutMs

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import Woodpecker
+@testable import Woodpecker
 import WoodpeckerCore
 import WoodpeckerIO
 import WoodpeckerStorage
@@ -63,6 +63,33 @@ import WoodpeckerStorage
         }
         try await w.close()
         return log
+    }
+
+    /// Segments of many logs complete together (they roll at the same size and age); their compactions, each
+    /// holding about two merged objects in memory, run one at a time per client (`maxConcurrentCompactions`).
+    /// With a bound of 3 the same three compactions do overlap, so the check can tell.
+    @Test(arguments: [1, 3])
+    func compactionsOfManyLogsRunWithinTheClientsBound(_ bound: Int) async throws {
+        try await withWAL(.memory) { env in
+            let config = WALConfig.test.with {
+                $0.flushMaxEntries = 2
+                $0.compactionTargetBytes = 2000
+                $0.maxConcurrentCompactions = bound
+            }
+            let faults = FaultStore(env.store, loop: env.loop)
+            faults.setFaults { $0.putDelayMs = { $0.contains("/m_") ? 20 : 0 } }  // merged objects take a while
+            let client = env.client(config, wrap: { _ in faults })
+            var logs: [Log] = []
+            for i in 0..<3 { logs.append(try await Self.completedSegment(env, client, "many\(i)", entries: 20)) }
+            await withTaskGroup(of: Void.self) { g in
+                for log in logs { g.addTask(executorPreference: env.loop) { await log.audit() } }
+            }
+            for log in logs { #expect(try await log.segmentMetas()[0].value.state == .sealed) }
+            #expect(client.compactionSlots.peakHolders == bound)
+            for i in logs.indices {
+                #expect(try await readAll(try await env.client(config).openLog("many\(i)")).count == 20)
+            }
+        }
     }
 
     @Test(arguments: StoreKind.objectLayouts)  // inspects or injects faults into block objects
