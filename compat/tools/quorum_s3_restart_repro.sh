@@ -1,7 +1,11 @@
 #!/bin/bash
-# usage: crashrepro.sh embedded|etcd  -- QuorumBuffer broker on SeaweedFS S3; produce, kill -9, restart, fetch
+# usage: compat/tools/quorum_s3_restart_repro.sh embedded|etcd
+# Reproduces the crash in NOTES.md (session 6): a QuorumBuffer broker on SeaweedFS S3 (metadata embedded or in
+# etcd on :23790), three LogStores on :18080-18082, broker on :9092; produce 3 s, kill -9 the broker, restart it,
+# fetch both partitions with kcat. Prints the records read per partition and how often the restarted broker
+# crashed; its log is kept as /tmp/crash-broker2.log. B=path picks the binary (default: the release build).
 MODE=$1
-B=${B:-/work/main/.build/release/woodpecker}
+B=${B:-$(cd "$(dirname "$0")/../.." && pwd)/.build/release/woodpecker}
 R=$(mktemp -d /tmp/crash.XXXX)
 export AWS_ACCESS_KEY_ID=key AWS_SECRET_ACCESS_KEY=secret AWS_REGION=us-east-1
 ST="s3://woodpecker/data?endpoint=http://127.0.0.1:8333&region=us-east-1&create_bucket=true"
