@@ -286,24 +286,20 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         }
         var known: [(String, SegmentStatus)] = []
         var errors: [String] = []
-        await withTaskGroup(of: (String, Result<SegmentStatus, WoodpeckerError>).self) { group in
-            for address in ensemble {
-                let node = pool.client(address)
-                let ref = self.ref
-                group.addTask(executorPreference: loop) {
-                    do {
-                        return (address, .success(try await node.fence(ref)))
-                    } catch {
-                        return (address, .failure(error as? WoodpeckerError ?? WoodpeckerError(.internalError, "\(error)")))
-                    }
+        // One node after the other, each bounded by its request timeout (a node that is down fails at once). A task
+        // group over the nodes (children preferring the loop, the parent on the Log actor) crashed the release
+        // broker in this step when recovering on S3: a child's result was read after its memory was reused
+        // (compat/suites/quorum_s3_restart.sh; NOTES.md, session 6). Recovery is rare; three round trips are cheap.
+        for address in ensemble {
+            do {
+                let s = try await pool.client(address).fence(ref)
+                if s.known {
+                    known.append((address, s))
+                } else {
+                    errors.append("\(address): does not hold the segment (a node without a data directory that restarted)")
                 }
-            }
-            for await (address, r) in group {
-                switch r {
-                case let .success(s) where s.known: known.append((address, s))
-                case .success: errors.append("\(address): does not hold the segment (a node without a data directory that restarted)")
-                case let .failure(e): errors.append("\(address): \(e.message)")
-                }
+            } catch {
+                errors.append("\(address): \((error as? WoodpeckerError)?.message ?? "\(error)")")
             }
         }
         guard known.count >= settings.fenceCoverage else {
