@@ -3,7 +3,8 @@ import WoodpeckerCore
 import WoodpeckerStorage
 
 /// Object layout of one segment: `<prefix><logId>/<segmentId>/<n>.blk`, `m_<n>.blk`, `footer.blk`.
-/// A fence object is a 1-byte object "F" at a block key: it stops the old writer's next conditional put.
+/// A fence object (`SegmentCodec.fenceObject`, one byte "F") at a block key stops the old writer's next conditional
+/// put.
 ///
 /// Runs: the object at `<n>.blk` begins with block n and may hold the following blocks n+1...m back to back (a
 /// LogStore uploads the confirmed blocks it has gathered as one object; a MemoryBuffer writer puts one block per
@@ -25,9 +26,6 @@ struct ObjectSegmentStore: SegmentStore {
     func blockKey(_ n: Int32) -> String { "\(dir)\(n).blk" }
     func mergedKey(_ n: Int32) -> String { "\(dir)m_\(n).blk" }
     var footerKey: String { "\(dir)footer.blk" }
-    static let fenceBytes = ByteBuffer(bytes: [0x46])
-
-    static func isFence(_ b: ByteBuffer) -> Bool { b.readableBytes == 1 && b == fenceBytes }
 
     func readFooter() async throws -> SegmentFooter? {
         do {
@@ -64,7 +62,7 @@ struct ObjectSegmentStore: SegmentStore {
         } catch let e as WoodpeckerError where e.code == .objectNotFound {
             return nil
         }
-        if Self.isFence(bytes) { throw WoodpeckerError(.segmentFenced, "\(key) is a fence object") }
+        if SegmentCodec.isFenceObject(bytes) { throw WoodpeckerError(.segmentFenced, "\(key) is a fence object") }
         do {
             return try SegmentCodec.decodeRun(bytes)
         } catch {
@@ -79,7 +77,11 @@ struct ObjectSegmentStore: SegmentStore {
     func readBlock(at index: Int, of blocks: [BlockInfo], compacted: Bool) async throws -> DecodedBlock? {
         if compacted { return try await readBlock(key: key(for: blocks[index], compacted: true)) }
         let info = blocks[index]
-        // Most blocks begin an object (their own, or the first of a run): the first `size` bytes are the block.
+        // A block located before: one ranged GET where it is. Else most blocks begin an object (their own, or the
+        // first of a run), so the block's own key is tried before listing the directory.
+        if let spot = runLocations?.spot(dir, info.blockNumber) {
+            return try await readSpan(key: blockKey(spot.start), offset: spot.offset, of: info)
+        }
         if let b = try await readSpan(key: blockKey(info.blockNumber), offset: 0, of: info) { return b }
         guard let spot = try await locate(index, of: blocks) else { return nil }
         return try await readSpan(key: blockKey(spot.start), offset: spot.offset, of: info)
@@ -93,7 +95,7 @@ struct ObjectSegmentStore: SegmentStore {
         } catch let e as WoodpeckerError where e.code == .objectNotFound {
             return nil
         }
-        if offset == 0 && Self.isFence(bytes) { throw WoodpeckerError(.segmentFenced, "\(key) is a fence object") }
+        if offset == 0 && SegmentCodec.isFenceObject(bytes) { throw WoodpeckerError(.segmentFenced, "\(key) is a fence object") }
         let block: DecodedBlock
         do {
             block = try SegmentCodec.decodeBlock(bytes)
@@ -177,12 +179,12 @@ struct ObjectSegmentStore: SegmentStore {
             let (blocks, next) = try await probe(continuing: known)
             known = blocks
             do {
-                try await store.putIfAbsent(blockKey(next), Self.fenceBytes)
+                try await store.putIfAbsent(blockKey(next), SegmentCodec.fenceObject)
                 return blocks
             } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
                 // Either another fencer (fine: already fenced) or the old writer just wrote this block.
                 let existing = try? await store.get(blockKey(next))  // re-probed below either way
-                if let existing, Self.isFence(existing) { return blocks }
+                if let existing, SegmentCodec.isFenceObject(existing) { return blocks }
                 attempt += 1
                 if attempt > maxAttempts {
                     throw WoodpeckerError(.storageNotWritable,

@@ -47,7 +47,6 @@ public enum FileOps {
         }
     }
 
-    /// Writes all of `raw` at the descriptor's position, retrying short writes and EINTR.
     /// Writes the buffers back to back with writev(2), continuing after short writes and EINTR. The buffers are
     /// not mutated during the call and `parts` keeps their storage alive, so the pointers stay valid while used.
     public static func writevAll(_ fd: Int32, _ parts: [ByteBuffer], path: String, what: String = "writev") throws {
@@ -82,6 +81,7 @@ public enum FileOps {
         }
     }
 
+    /// Writes all of `raw` at the descriptor's position, retrying short writes and EINTR.
     public static func writeAll(_ fd: Int32, _ raw: UnsafeRawBufferPointer, path: String, what: String = "write") throws {
         var offset = 0
         while offset < raw.count {

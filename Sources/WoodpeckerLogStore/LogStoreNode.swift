@@ -663,7 +663,7 @@ public actor LogStoreNode {
 
     /// What an object found at block p's key means for this node.
     private func judge(_ existing: ByteBuffer, _ seg: SegmentState, from p: Int32) -> TransferOutcome {
-        if existing.readableBytes == 1 && existing.readableBytesArray == [UInt8(ascii: "F")] { return .fenceObject }
+        if SegmentCodec.isFenceObject(existing) { return .fenceObject }
         guard let parts = try? SegmentCodec.splitRun(existing),
               let first = try? SegmentCodec.decodeBlockInfo(parts[0]), first.blockNumber == p else {
             return .conflict("\(existing.readableBytes) bytes that are not a run starting at block \(p)")

@@ -169,7 +169,7 @@ enum SegmentFiles {
         let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw ioError("create", path: temp, errno: errno) }
         do {
-            try writeAll(fd, data, path: temp)
+            try FileOps.writevAll(fd, [data], path: temp)
             if sync && fsync(fd) != 0 { throw ioError("fsync", path: temp, errno: errno) }
         } catch {
             close(fd)
@@ -186,10 +186,6 @@ enum SegmentFiles {
 
     static func remove(_ path: String) throws {
         if unlink(path) != 0 && errno != ENOENT { throw ioError("unlink", path: path, errno: errno) }
-    }
-
-    private static func writeAll(_ fd: Int32, _ data: ByteBuffer, path: String) throws {
-        try data.withUnsafeReadableBytes { try FileOps.writeAll(fd, $0, path: path) }
     }
 
     /// Reads and replays every segment file of `directory` (created if missing). A torn or corrupt tail is cut off

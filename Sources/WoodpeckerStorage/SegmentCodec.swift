@@ -179,6 +179,11 @@ public enum SegmentCodec {
         }
     }
 
+    /// The fence object: one byte "F" at a block key of a segment, put (conditionally) by a recovering writer after
+    /// the last block it sealed in, so that the old writer's (or a LogStore's) next put there fails.
+    public static let fenceObject = ByteBuffer(bytes: [0x46])
+    public static func isFenceObject(_ b: ByteBuffer) -> Bool { b.readableBytes == 1 && b == fenceObject }
+
     /// Splits a run object (one or more consecutive blocks back to back, as a LogStore uploads them) into its block
     /// objects, slices that share the input's storage. Checks only the framing (each block header and that the
     /// blocks fill the object exactly); `decodeBlock`/`verifyBlock` check each block's content.

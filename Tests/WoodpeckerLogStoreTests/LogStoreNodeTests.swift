@@ -243,6 +243,15 @@ func expectError(_ code: WoodpeckerError.Code, _ body: () async throws -> Void,
         try await f.client.complete(ref, lastBlock: 9)
         #expect(try await chainBlocks(f.store, ref).blocks == blocks)
         await f.stop()
+
+        // A node more than half full uploads at once, below the target and before the delays.
+        options.maxBufferedBytes = 3 * size
+        let full = try await Fixture.start(options: options)
+        for n in 0..<2 { try await full.client.append(ref, block: Int32(n), bytes: blocks[n], confirmedThrough: -1) }
+        _ = try await full.client.updateConfirmed(ref, through: 1, durableThrough: -1, uploader: true)
+        #expect(try await eventually(timeoutMs: 2_000) { try await full.client.status(ref).uploadedThrough == 1 })
+        #expect(try await chainBlocks(full.store, ref).blocks == Array(blocks[0...1]))
+        await full.stop()
     }
 
     @Test func fenceObjectInStorageStopsUploads() async throws {

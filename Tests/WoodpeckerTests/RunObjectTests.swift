@@ -1,6 +1,7 @@
 import Testing
 @testable import Woodpecker
 import WoodpeckerCore
+import WoodpeckerIO
 import WoodpeckerStorage
 
 /// The object layout with runs: a LogStore uploads consecutive blocks as one object at the first one's key, and
@@ -75,6 +76,26 @@ import WoodpeckerStorage
         #expect(try await objects.readRun(number: 7) == nil)
     }
 
+    /// Once a block's run is located (one listing for the segment), reading any block of that segment is one
+    /// ranged GET where it lies, not a GET of its own key first (which misses for every block inside a run).
+    @Test func locatedBlocksAreReadWithOneRequestEach() async throws {
+        let (store, _) = try await Self.layout()
+        let loop = EventLoop(name: "runs-count")
+        defer { _ = loop.shutdown() }
+        let counting = FaultStore(store, loop: loop)
+        let objects = ObjectSegmentStore(store: counting, maxConcurrentWrites: 4, prefix: "wal/", logId: 1, segmentId: 0,
+                                         runLocations: RunLocations())
+        let infos = try await objects.probeBlocks()
+        var before = counting.lookupCount
+        #expect(try await objects.readBlock(at: 1, of: infos, compacted: false)?.info == infos[1])
+        #expect(counting.lookupCount - before == 2, "the first: its own key (missing), then the run after a listing")
+        for i in [2, 0, 5, 6, 4, 3] {
+            before = counting.lookupCount
+            #expect(try await objects.readBlock(at: i, of: infos, compacted: false)?.info == infos[i])
+            #expect(counting.lookupCount - before == 1, "block \(i)")
+        }
+    }
+
     @Test func blocksBeyondTheChainAreNotFound() async throws {
         let (store, objects) = try await Self.layout()
         var infos = try await objects.probeBlocks()
@@ -98,7 +119,7 @@ import WoodpeckerStorage
         let (store2, objects2) = try await Self.layout()
         let sealed = try await objects2.fence(retries: 1)
         #expect(sealed.map(\.blockNumber) == Array(0...6))
-        #expect(ObjectSegmentStore.isFence(try await store2.get(objects2.blockKey(7))))
+        #expect(SegmentCodec.isFenceObject(try await store2.get(objects2.blockKey(7))))
         // A late upload at the fenced key is refused.
         await #expect(throws: WoodpeckerError.self) { try await objects2.writeBlock(7, Self.block(7)) }
     }
