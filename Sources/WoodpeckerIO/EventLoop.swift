@@ -38,6 +38,10 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
     private let checkHandle: UnsafeMutablePointer<uv_check_t>
     private let idleHandle: UnsafeMutablePointer<uv_idle_t>
     private var idleActive = false
+    /// Set on the loop thread by `shutdown` once it has closed every handle. Work still queued, or queued
+    /// later by close callbacks, is dropped: it could only touch handles that are closed already (closing one
+    /// again aborts in libuv's `uv_close`).
+    private var handlesClosed = false
     /// Scratch memory for libuv reads on this loop. Every read callback copies the bytes out before libuv asks
     /// for the next buffer, so one buffer serves all streams of the loop.
     let readScratch: UnsafeMutableRawBufferPointer = .allocate(byteCount: 64 * 1024, alignment: 16)
@@ -140,6 +144,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
 
     private func submit(_ w: Work) {
         if inLoop {
+            if handlesClosed { return }
             local.append(w)
             if local.count == 1 && !idleActive { wakeIdle() }
             return
@@ -181,7 +186,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             swap(&local, &running)
             // Run what was queued; work queued while running lands in `local` for the next round.
             var i = 0
-            while i < running.count {
+            while i < running.count && !handlesClosed {
                 switch running[i] {
                 case let .job(j):
                     j.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
@@ -192,6 +197,10 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             }
             budget -= running.count
             running.removeAll(keepingCapacity: true)
+            if handlesClosed {
+                local.removeAll()
+                return
+            }
         }
         if !local.isEmpty { wakeIdle() }
     }
@@ -227,6 +236,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             }, &n)
             leaked.store(max(0, n - 4), ordering: .relaxed)
             self.remote.withLock { $0.closed = true }
+            self.handlesClosed = true
             uv_walk(self.uvLoop, { h, _ in
                 if uv_is_closing(h) == 0 { uv_close(h, nil) }
             }, nil)

@@ -1,4 +1,6 @@
 import Testing
+import Foundation
+import Synchronization
 import WoodpeckerCore
 @testable import WoodpeckerIO
 
@@ -189,6 +191,26 @@ import WoodpeckerCore
         for c in conns { #expect(await c.waitClosed() == nil) }
         #expect(await loop.openHandleCount() == 0)
         #expect(loop.shutdown() == 0)
+    }
+
+    /// Work that reaches the loop after `shutdown` closed every handle must not close a handle again: a
+    /// connection aborted by a job queued behind the shutdown hit libuv's `uv_close` assertion (QuorumTests
+    /// aborted the test process this way when a client's task ran after its loop was shut down).
+    @Test func workQueuedBehindShutdownDoesNotCloseHandlesAgain() async throws {
+        let loop = EventLoop(name: "late")
+        let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0) { _ in EchoHandler() }
+        let conn = try await TCPClient.connect(loop: loop, host: "127.0.0.1", port: server.port)
+        let release = Atomic<Bool>(false)
+        // Holds the loop thread so that the shutdown closure and the late abort are drained in one batch.
+        loop.execute { while !release.load(ordering: .acquiring) { sched_yield() } }
+        let shutdown = Thread { _ = loop.shutdown() }
+        shutdown.start()
+        try await Task.sleep(nanoseconds: 100_000_000)  // the shutdown closure is queued by now
+        loop.execute { conn.abort() }
+        release.store(true, ordering: .releasing)
+        while !shutdown.isFinished { try await Task.sleep(nanoseconds: 5_000_000) }
+        #expect(loop.shutdown() == 0, "a second shutdown is a no-op")
+        _ = server
     }
 
     @Test func connectToClosedPortFailsClearly() async throws {
