@@ -19,8 +19,9 @@ extension Broker {
                 res.numPartitions = rec.partitions
                 res.replicationFactor = 1
                 if r.version >= 5 {
-                    res.configs = rec.configs.sorted { $0.key < $1.key }.map {
-                        .init(name: $0.key, value: $0.value, readOnly: false, configSource: 5, isSensitive: false)
+                    res.configs = config.topicConfigs(of: rec).sorted { $0.key < $1.key }.map {
+                        .init(name: $0.key, value: $0.value, readOnly: false, configSource: rec.configs[$0.key] == nil ? 5 : 1,
+                              isSensitive: false)
                     }
                 }
             } catch let e as TopicManager.CreateError {
@@ -103,6 +104,7 @@ extension Broker {
             var out = DescribeConfigsResponse.DescribeConfigsResult(resourceType: res.resourceType, resourceName: res.resourceName)
             out.errorMessage = nil
             var entries: [String: String] = [:]
+            var own: [String: String] = [:]
             switch res.resourceType {
             case 2:  // topic
                 guard let t = try await topics.topic(res.resourceName) else {
@@ -110,7 +112,8 @@ extension Broker {
                     resp.results.append(out)
                     continue
                 }
-                entries = t.configs
+                entries = config.topicConfigs(of: t)
+                own = t.configs
             case 4:  // broker
                 entries = ["broker.id": String(config.nodeId), "num.partitions": String(config.defaultPartitions),
                            "auto.create.topics.enable": String(config.autoCreateTopics),
@@ -123,7 +126,7 @@ extension Broker {
             }
             let wanted = res.configurationKeys.map(Set.init)
             for (k, v) in entries.sorted(by: { $0.key < $1.key }) where wanted?.contains(k) ?? true {
-                let isDefault = res.resourceType == 2 && config.defaultTopicConfigs[k] == v
+                let isDefault = res.resourceType == 2 && own[k] == nil
                 var e = DescribeConfigsResponse.DescribeConfigsResourceResult(name: k, value: v)
                 e.isDefault = isDefault
                 e.configSource = isDefault ? 5 : (res.resourceType == 2 ? 1 : 4)

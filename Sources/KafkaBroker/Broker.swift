@@ -22,7 +22,11 @@ public final class Broker: @unchecked Sendable {
     let appendSignal: AppendSignal
 
     /// Builds a broker over an existing WAL client (its loop, object store and metadata store).
+    /// The topics' `segment.bytes` and `segment.ms` default to the client's roll settings.
     public init(config: BrokerConfig, client: WoodpeckerClient) {
+        var config = config
+        config.defaultTopicConfigs["segment.bytes"] = String(client.config.segmentMaxBytes)
+        config.defaultTopicConfigs["segment.ms"] = String(client.config.segmentMaxAgeMs)
         self.config = config
         self.loop = client.loop
         self.client = client
@@ -74,13 +78,13 @@ public final class Broker: @unchecked Sendable {
 
     private func startRetention() {
         let interval = config.retentionCheckIntervalMs
-        retentionTask = Task(executorPreference: loop) { [topics] in
+        retentionTask = Task(executorPreference: loop) { [topics, config] in
             while !Task.isCancelled {
                 await topics.loop.sleep(ms: interval)
                 if Task.isCancelled { return }
                 for (t, p) in await topics.openPartitions() {
-                    let ms = Int64(t.configs["retention.ms"] ?? "") ?? -1
-                    let bytes = Int64(t.configs["retention.bytes"] ?? "") ?? -1
+                    let ms = Int64(config.topicConfig("retention.ms", of: t) ?? "") ?? -1
+                    let bytes = Int64(config.topicConfig("retention.bytes", of: t) ?? "") ?? -1
                     do {
                         _ = try await p.enforceRetention(retentionMs: ms, retentionBytes: bytes)
                     } catch {

@@ -18,6 +18,8 @@ actor PartitionLog {
     private var writer: LogWriter
     let brokerConfig: BrokerConfig
     let appendSignal: AppendSignal
+    /// The topic's `segment.bytes` and `segment.ms`, applied to every writer of this partition.
+    let roll: SegmentRoll
 
     /// Next offset to assign.
     private(set) var logEndOffset: Int64 = 0
@@ -42,8 +44,9 @@ actor PartitionLog {
     }
 
     private init(topic: String, partition: Int32, loop: EventLoop, log: Log, writer: LogWriter, config: BrokerConfig,
-                 appendSignal: AppendSignal) {
+                 appendSignal: AppendSignal, roll: SegmentRoll) {
         self.appendSignal = appendSignal
+        self.roll = roll
         self.topic = topic
         self.partition = partition
         self.loop = loop
@@ -86,11 +89,11 @@ actor PartitionLog {
     /// Opens (creating if needed) the partition's log, takes over its writer (fencing any older one) and
     /// recovers offsets and idempotent-producer state from the log.
     static func open(topic: String, partition: Int32, client: WoodpeckerClient, config: BrokerConfig,
-                     appendSignal: AppendSignal) async throws -> PartitionLog {
+                     appendSignal: AppendSignal, roll: SegmentRoll = SegmentRoll()) async throws -> PartitionLog {
         let log = try await client.openOrCreateLog(logName(topic: topic, partition: partition))
-        let writer = try await log.openWriter()
+        let writer = try await log.openWriter(segmentMaxBytes: roll.maxBytes, segmentMaxAgeMs: roll.maxAgeMs)
         let p = PartitionLog(topic: topic, partition: partition, loop: client.loop, log: log, writer: writer, config: config,
-                             appendSignal: appendSignal)
+                             appendSignal: appendSignal, roll: roll)
         try await p.recover()
         return p
     }
@@ -272,7 +275,7 @@ actor PartitionLog {
             // the old writer fails from here on belongs to an older generation and triggers nothing.
             writerGeneration &+= 1
             try? await writer.close()
-            writer = try await log.openWriter()
+            writer = try await log.openWriter(segmentMaxBytes: roll.maxBytes, segmentMaxAgeMs: roll.maxAgeMs)
             // `writerBroken` stays set until the offsets below are right: a produce let through earlier would take
             // an offset from the old numbering and the new writer would refuse the next one's lower key.
             // When the old writer could not complete its segment itself, opening the new one recovered it, which
@@ -416,5 +419,20 @@ actor PartitionLog {
         wakeAll()
         // A failed close leaves the segment active; the next open fences and seals it, losing nothing acknowledged.
         try? await writer.close()
+    }
+}
+
+/// When a partition's writer rolls to a new segment: a topic's `segment.bytes` and `segment.ms` (nil: the client's).
+struct SegmentRoll: Sendable {
+    var maxBytes: Int?
+    var maxAgeMs: Int64?
+
+    init(maxBytes: Int? = nil, maxAgeMs: Int64? = nil) {
+        self.maxBytes = maxBytes
+        self.maxAgeMs = maxAgeMs
+    }
+
+    init(topicConfigs c: [String: String]) {
+        self.init(maxBytes: c["segment.bytes"].flatMap { Int($0) }, maxAgeMs: c["segment.ms"].flatMap { Int64($0) })
     }
 }

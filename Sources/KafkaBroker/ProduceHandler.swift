@@ -67,7 +67,7 @@ extension Broker {
         guard let records = p.records, records.readableBytes > 0 else {
             return .left(Result(error: .invalidRecord, message: "empty records"))
         }
-        let maxBytes = Int(topicRecord.configs["max.message.bytes"] ?? "") ?? 1_048_588
+        let maxBytes = Int(config.topicConfig("max.message.bytes", of: topicRecord) ?? "") ?? 1_048_588
         if records.readableBytes > maxBytes {
             return .left(Result(error: .messageTooLarge, message: "\(records.readableBytes) bytes > max.message.bytes \(maxBytes)"))
         }
@@ -89,7 +89,7 @@ extension Broker {
             return .left(Result(error: error.kafkaErrorCode, message: error.message))
         }
         guard !batches.isEmpty else { return .left(Result(error: .invalidRecord, message: "no record batch")) }
-        let appendTime = topicRecord.configs["message.timestamp.type"] == "LogAppendTime"
+        let appendTime = config.topicConfig("message.timestamp.type", of: topicRecord) == "LogAppendTime"
         // Several batches in one partition: submit all in order; report the first batch's offset.
         var first: Promise<Result>?
         var last: Promise<Result>?

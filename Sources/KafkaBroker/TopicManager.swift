@@ -11,10 +11,24 @@ struct TopicRecord: Codable, Sendable, Equatable {
     var topicIdHigh: UInt64
     var topicIdLow: UInt64
     var partitions: Int32
+    /// The configs set for this topic at creation; every other config follows the broker's default, so a broker
+    /// restarted with another default applies it to the topics that did not set their own (as in Kafka).
     var configs: [String: String]
     var createTimeMs: Int64
 
     var topicId: KafkaUUID { KafkaUUID(high: topicIdHigh, low: topicIdLow) }
+}
+
+extension BrokerConfig {
+    /// The value of topic config `key` for `t`: its own, else the broker's default.
+    func topicConfig(_ key: String, of t: TopicRecord) -> String? {
+        t.configs[key] ?? defaultTopicConfigs[key]
+    }
+
+    /// Every config of `t` with its value (its own over the broker's defaults).
+    func topicConfigs(of t: TopicRecord) -> [String: String] {
+        defaultTopicConfigs.merging(t.configs) { _, own in own }
+    }
 }
 
 /// Topics and their partitions: creation (explicit or automatic), deletion, partition growth, configs, and the
@@ -76,20 +90,40 @@ actor TopicManager {
 
     enum CreateError: Error { case exists, invalidName, invalidPartitions, invalidConfig(String) }
 
+    /// Why `value` is not valid for the topic config `key`, or nil when it is. Numbers must parse and lie in the
+    /// range the broker can honour; a bad value is refused at creation (INVALID_CONFIG) instead of being read as
+    /// a default later.
+    static func invalidConfigValue(_ key: String, _ value: String) -> String? {
+        func number(_ min: Int64, _ max: Int64 = .max, _ what: String) -> String? {
+            guard let n = Int64(value) else { return "\(key)=\(value): not a number" }
+            return n < min || n > max ? "\(key)=\(value): \(what)" : nil
+        }
+        switch key {
+        case "retention.ms", "retention.bytes": return number(-1, .max, "must be -1 (no limit) or more")
+        case "max.message.bytes": return number(0, Int64(Int32.max), "must be 0...\(Int32.max)")
+        case "segment.bytes": return number(1 << 20, 1 << 40, "must be 1048576 (1 MiB) ... 1099511627776 (1 TiB)")
+        case "segment.ms": return number(1_000, .max, "must be at least 1000 (1 second)")
+        case "message.timestamp.type":
+            return ["CreateTime", "LogAppendTime"].contains(value) ? nil : "\(key)=\(value): must be CreateTime or LogAppendTime"
+        case "cleanup.policy":
+            return value == "delete" ? nil : "\(key)=\(value): only delete is supported (no log compaction)"
+        default: return nil
+        }
+    }
+
     /// Creates a topic; `.exists` when it already does.
     @discardableResult
     func create(_ name: String, partitions: Int32, configs: [String: String], validateOnly: Bool = false) async throws -> TopicRecord {
         guard Self.validTopicName(name) else { throw CreateError.invalidName }
         let n = partitions <= 0 ? config.defaultPartitions : partitions
         guard n >= 1, n <= 10_000 else { throw CreateError.invalidPartitions }
-        var merged = config.defaultTopicConfigs
         for (k, v) in configs {
-            guard merged[k] != nil else { throw CreateError.invalidConfig("unknown topic config \(k)") }
-            merged[k] = v
+            guard config.defaultTopicConfigs[k] != nil else { throw CreateError.invalidConfig("unknown topic config \(k)") }
+            if let problem = Self.invalidConfigValue(k, v) { throw CreateError.invalidConfig(problem) }
         }
         if try await topic(name) != nil { throw CreateError.exists }
         let id = KafkaUUID.random()
-        let rec = TopicRecord(name: name, topicIdHigh: id.high, topicIdLow: id.low, partitions: n, configs: merged,
+        let rec = TopicRecord(name: name, topicIdHigh: id.high, topicIdLow: id.low, partitions: n, configs: configs,
                               createTimeMs: Clock.wallMillis())
         if validateOnly { return rec }
         let r = try await metadata.txn(compare: [.absent(key(name))],
@@ -157,8 +191,10 @@ actor TopicManager {
         let client = client
         let config = config
         let signal = appendSignal
+        let roll = SegmentRoll(topicConfigs: t.configs)
         let task = Task(executorPreference: loop) {
-            try await PartitionLog.open(topic: topic, partition: index, client: client, config: config, appendSignal: signal)
+            try await PartitionLog.open(topic: topic, partition: index, client: client, config: config, appendSignal: signal,
+                                        roll: roll)
         }
         opening[k] = task
         defer { opening[k] = nil }

@@ -41,8 +41,12 @@ public actor Log {
     // MARK: writer and readers
 
     /// Opens the single writer of this log, fencing any previous writer (in this or another process).
-    public func openWriter() async throws -> LogWriter {
-        let w = LogWriter(log: self, loop: loop, config: config, writerName: client.writerName)
+    /// `segmentMaxBytes` and `segmentMaxAgeMs` replace the client's roll settings for this writer.
+    public func openWriter(segmentMaxBytes: Int? = nil, segmentMaxAgeMs: Int64? = nil) async throws -> LogWriter {
+        var c = config
+        if let b = segmentMaxBytes { c.segmentMaxBytes = b }
+        if let ms = segmentMaxAgeMs { c.segmentMaxAgeMs = ms }
+        let w = LogWriter(log: self, loop: loop, config: c, writerName: client.writerName)
         try await w.start()
         writer = w
         return w

@@ -317,8 +317,16 @@ public actor LogWriter {
         var entries: [SegmentEntry] = []
         var completions: [Completion] = []
         var bytes = 0
+        // A block never takes the segment past its size bound unless it holds a single entry: the segment rolls
+        // before the entry that does not fit, like a Kafka segment.
+        let room = max(0, config.segmentMaxBytes - seg.sizeBytes)
+        var full = false
         while queueHead < queue.count && entries.count < config.flushMaxEntries {
             let size = queue[queueHead].entry.payload.readableBytes
+            if !entries.isEmpty && bytes + size > room {
+                full = true
+                break
+            }
             if !entries.isEmpty && bytes + size > config.flushBytes { break }
             entries.append(queue[queueHead].entry)
             completions.append(queue[queueHead].completion)
@@ -341,7 +349,7 @@ public actor LogWriter {
         seg.nextBlock += 1
         seg.nextEntryId += Int64(entries.count)
         seg.sizeBytes += bytes
-        if seg.sizeBytes >= config.segmentMaxBytes { rollPending = true }
+        if full || seg.sizeBytes >= config.segmentMaxBytes { rollPending = true }
         segment = seg
         let objects = seg.objects
         let encoded = SegmentCodec.encodeBlock(blockNumber: blockNumber, firstEntryId: first, entries: entries,

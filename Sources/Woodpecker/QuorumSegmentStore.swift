@@ -286,10 +286,10 @@ final class QuorumSegmentStore: SegmentStore, @unchecked Sendable {
         }
         var known: [(String, SegmentStatus)] = []
         var errors: [String] = []
-        // One node after the other, each bounded by its request timeout (a node that is down fails at once). A task
-        // group over the nodes (children preferring the loop, the parent on the Log actor) crashed the release
-        // broker in this step when recovering on S3: a child's result was read after its memory was reused
-        // (compat/suites/quorum_s3_restart.sh; NOTES.md, session 6). Recovery is rare; three round trips are cheap.
+        // One node after the other, each bounded by its request timeout (a node that is down fails at once);
+        // recovery is rare and three round trips are cheap. A task group here with `(String, Result<...>)` child
+        // results crashed the release broker (compat/suites/quorum_s3_restart.sh): Swift 6.3.1 miscompiles that
+        // shape at -O, reproduced without any of our code in compat/tools/taskgroup-miscompile.
         for address in ensemble {
             do {
                 let s = try await pool.client(address).fence(ref)

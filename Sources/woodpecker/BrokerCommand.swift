@@ -34,6 +34,10 @@ struct BrokerCommand: AsyncParsableCommand {
     var logstores: String?
     @Option(help: "How long the first rebalance of an empty consumer group waits for more members, ms (Kafka's group.initial.rebalance.delay.ms; default 100).")
     var groupInitialRebalanceDelayMs: UInt64?
+    @Option(help: "Roll a partition's segment past this many bytes (Kafka's log.segment.bytes; default 268435456).")
+    var segmentBytes: Int?
+    @Option(help: "Roll a partition's segment once its first entry is this old, ms (Kafka's log.roll.ms; default 600000).")
+    var segmentMs: Int64?
     @Flag(help: "Log debug lines.") var verbose = false
 
     func run() async throws {
@@ -43,11 +47,13 @@ struct BrokerCommand: AsyncParsableCommand {
             "default-partitions": defaultPartitions.map(String.init), "storage": storage, "metadata": metadata,
             "mode": mode, "logstores": logstores,
             "group-initial-rebalance-delay-ms": groupInitialRebalanceDelayMs.map(String.init),
+            "segment-bytes": segmentBytes.map(String.init), "segment-ms": segmentMs.map(String.init),
         ])
         var cfg = try settings.brokerConfig()
         let nodes = try settings.logstores()
         let rt = try await Runtime.open(dataDir: cfg.dataDir, storage: settings.values["storage"],
-                                        metadata: settings.values["metadata"], logstores: nodes)
+                                        metadata: settings.values["metadata"], config: try settings.walConfig(),
+                                        logstores: nodes)
         cfg.metadataPrefix = rt.metadataPrefix
         let broker = Broker(config: cfg, client: rt.client)
         let port = try await onLoop(rt.loop) { try await broker.start() }
@@ -132,7 +138,7 @@ struct BrokerSettings {
         var c = BrokerConfig()
         let known: Set = ["listen", "advertise", "data-dir", "default-partitions", "auto-create-topics", "max-request-bytes",
                           "idle-timeout-ms", "node-id", "cluster-id", "config", "storage", "metadata", "mode", "logstores",
-                          "group-initial-rebalance-delay-ms"]
+                          "group-initial-rebalance-delay-ms", "segment-bytes", "segment-ms"]
         for k in values.keys where !known.contains(k) {
             Diagnostics.warn("ignoring unknown setting \(k)")
         }
@@ -155,6 +161,25 @@ struct BrokerSettings {
             c.groups.initialRebalanceDelayMs = ms
         }
         return c
+    }
+
+    /// The log settings: `segment-bytes` and `segment-ms` roll each partition's segment past that size or age
+    /// (Kafka's `log.segment.bytes` and `log.roll.ms`).
+    func walConfig() throws -> WALConfig {
+        var w = WALConfig()
+        if let b = values["segment-bytes"] {
+            let v: Int = try int(b, "segment-bytes")
+            guard v >= 1 << 20, v <= 1 << 40 else {
+                throw ValidationError("segment-bytes: \(v) is outside 1048576 (1 MiB) ... 1099511627776 (1 TiB)")
+            }
+            w.segmentMaxBytes = v
+        }
+        if let m = values["segment-ms"] {
+            let v: Int64 = try int(m, "segment-ms")
+            guard v >= 1_000 else { throw ValidationError("segment-ms: \(v) is below 1000 (1 second)") }
+            w.segmentMaxAgeMs = v
+        }
+        return w
     }
 
     private func int<T: FixedWidthInteger>(_ s: String, _ name: String) throws -> T {

@@ -1,7 +1,8 @@
-import KafkaBroker
+@testable import KafkaBroker
 import KafkaProtocol
 import Testing
 import WoodpeckerCore
+import WoodpeckerIO
 
 @Suite struct ListOffsetsTests {
     /// Three batches of five records: timestamps 1000..1040, 2000..2040 (gzip), 3000..3040.
@@ -242,6 +243,42 @@ import WoodpeckerCore
             let r0 = try await c.call(req, version: 0, DescribeConfigsResponse.self)
             #expect(r0.results[0].configs.first { $0.name == "retention.ms" }?.isDefault == false)
             #expect(r0.results[0].configs.first { $0.name == "cleanup.policy" }?.isDefault == true)
+            await c.close()
+        }
+    }
+
+    /// A topic's segment.bytes decides when its partitions roll (before, every topic rolled at the broker's
+    /// 256 MiB whatever it was created with), and config values the broker cannot honour are refused at creation.
+    @Test func topicSegmentSettingsRollItsLogsAndBadValuesAreRefused() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            #expect(try await c.createTopic("small", configs: ["segment.bytes": "1048576"]).errorCode == 0)
+            #expect(try await c.createTopic("large").errorCode == 0)
+            for topic in ["small", "large"] {
+                for i in 0..<12 {  // 12 x 256 KiB
+                    let r = try await c.produce(topic, makeBatch(count: 1, prefix: "\(topic)\(i)", valueSize: 256 << 10).bytes)
+                    #expect(r.errorCode == 0)
+                }
+            }
+            let client = b.broker.client
+            let segments = try await onLoop(b.loop) {
+                (try await client.openLog("small-0").segmentMetas().count, try await client.openLog("large-0").segmentMetas().count)
+            }
+            #expect(segments.0 >= 3, "3 MiB at segment.bytes 1 MiB: \(segments.0) segments")
+            #expect(segments.1 == 1, "3 MiB at the default 256 MiB: \(segments.1) segments")
+            let small = try await c.fetch("small", offset: 0)
+            #expect(small.errorCode == 0 && small.highWatermark == 12)
+            var req = DescribeConfigsRequest()
+            req.resources = ["small", "large"].map { .init(resourceType: 2, resourceName: $0, configurationKeys: ["segment.bytes"]) }
+            let described = try await c.call(req, version: 4, DescribeConfigsResponse.self).results.map { $0.configs.first }
+            #expect(described[0]?.value == "1048576" && described[0]?.configSource == 1)  // DYNAMIC_TOPIC_CONFIG
+            #expect(described[1]?.value == "268435456" && described[1]?.configSource == 5)  // DEFAULT_CONFIG
+            for (key, value) in [("segment.bytes", "1000"), ("segment.bytes", "lots"), ("segment.ms", "10"),
+                                 ("retention.ms", "-2"), ("message.timestamp.type", "Later"), ("cleanup.policy", "compact")] {
+                let r = try await c.createTopic("bad-\(key.replacingOccurrences(of: ".", with: "-"))", configs: [key: value])
+                #expect(r.errorCode == KafkaErrorCode.invalidConfig.rawValue, "\(key)=\(value)")
+                #expect(r.errorMessage?.contains(key) == true, "\(String(describing: r.errorMessage))")
+            }
             await c.close()
         }
     }

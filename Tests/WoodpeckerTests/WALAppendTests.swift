@@ -206,6 +206,32 @@ import WoodpeckerStorage
         }
     }
 
+    /// Entries queued while a block is in flight go out together in the next block; that block stops where the
+    /// segment is full instead of taking it past its size (before, one block of 3.4 KB filled a 1,000-byte segment).
+    @Test func blocksOfQueuedEntriesStopAtTheSegmentBound() async throws {
+        try await withWAL(.file) { env in
+            let config = WALConfig.test.with { $0.segmentMaxBytes = 1000 }
+            let log = try await env.client(config).createLog("bounded")
+            let w = try await log.openWriter()
+            let ids = try await withThrowingTaskGroup(of: LogMessageId.self) { group in
+                for i in 0..<35 {
+                    group.addTask { try await w.append(ByteBuffer(bytes: [UInt8](repeating: UInt8(i), count: 100))) }
+                }
+                var out: [LogMessageId] = []
+                for try await id in group { out.append(id) }
+                return out
+            }
+            #expect(ids.count == 35)
+            try await w.close()
+            let metas = try await log.segmentMetas()
+            #expect(metas.count >= 4, "35 x 100 bytes in segments of 1,000: \(metas.count) segments")
+            for m in metas {  // at most 10 entries of 100 bytes each
+                #expect(m.value.lastEntryId <= 9, "segment \(m.value.segmentId): entries 0...\(m.value.lastEntryId)")
+            }
+            #expect(try await readAll(log).count == 35)
+        }
+    }
+
     @Test func rollsByAge() async throws {
         try await withWAL(.memory) { env in
             let config = WALConfig.test.with { $0.segmentMaxAgeMs = 150 }

@@ -18,6 +18,21 @@ sys.path.insert(0, HERE)
 from run import RESULTS, free_port, wait_port, rss_mib, log, last_json  # noqa: E402
 
 
+def broker_pid(pid, wrap):
+    """The broker's pid: the wrapper's youngest descendant when the broker runs under one."""
+    if not wrap:
+        return pid
+    while True:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = f.read().split()
+        except OSError:
+            return pid
+        if not kids:
+            return pid
+        pid = int(kids[-1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--woodpecker", required=True)
@@ -26,6 +41,9 @@ def main():
     ap.add_argument("--interval", type=float, default=5, help="seconds between RSS samples")
     ap.add_argument("--storage", default=None, help="broker --storage (default: local files)")
     ap.add_argument("--quorum", action="store_true", help="QuorumBuffer mode: three LogStore nodes, each sampled")
+    ap.add_argument("--broker-arg", action="append", default=[], help="extra broker argument (repeatable), e.g. --broker-arg=--segment-bytes=33554432")
+    ap.add_argument("--wrap", default="", help="command the broker runs under, e.g. 'heaptrack -o /tmp/broker' (RSS is then the wrapper's child's)")
+    ap.add_argument("--name", default=None, help="results file name (default memory, or memory-quorum with --quorum)")
     a = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="wp-mem-")
@@ -46,7 +64,8 @@ def main():
         args += ["--mode", "quorum", "--logstores", ",".join(addrs), "--storage", objects]
     elif a.storage:
         args += ["--storage", a.storage]
-    broker = subprocess.Popen(args, stdout=open(os.path.join(tmp, "broker.log"), "w"), stderr=subprocess.STDOUT)
+    args += a.broker_arg
+    broker = subprocess.Popen(a.wrap.split() + args, stdout=open(os.path.join(tmp, "broker.log"), "w"), stderr=subprocess.STDOUT)
     samples, consumed, stop = [], [0], threading.Event()
     gen = None
     try:
@@ -73,7 +92,7 @@ def main():
         log(f"memory: {a.minutes:g} min at {a.rate} x 1 KiB records/s into 8 partitions, RSS every {a.interval:g} s")
         while gen.poll() is None and broker.poll() is None:
             t = time.time() - start
-            samples.append((round(t, 1), rss_mib(broker.pid), consumed[0]) + tuple(rss_mib(n.pid) for n in nodes))
+            samples.append((round(t, 1), rss_mib(broker_pid(broker.pid, a.wrap)), consumed[0]) + tuple(rss_mib(n.pid) for n in nodes))
             if len(samples) % 12 == 1:
                 extra = f" logstores={list(samples[-1][3:])} MiB" if nodes else ""
                 log(f"  t={t:5.0f}s rss={samples[-1][1]} MiB consumed={consumed[0]}{extra}")
@@ -96,7 +115,7 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     if not samples:
         sys.exit("memory: no samples")
-    name = "memory-quorum" if a.quorum else "memory"
+    name = a.name or ("memory-quorum" if a.quorum else "memory")
     names = ["broker"] + [f"logstore {i}" for i in range(len(nodes))]
     with open(os.path.join(RESULTS, f"{name}.csv"), "w", newline="") as f:
         w = csv.writer(f)
