@@ -39,3 +39,12 @@ int wp_allocator_trim(void) {
     return 0;
 #endif
 }
+
+long wp_allocator_used_bytes(void) {
+#if defined(__GLIBC__)
+    struct mallinfo2 mi = mallinfo2();
+    return (long)mi.uordblks;
+#else
+    return 0;
+#endif
+}

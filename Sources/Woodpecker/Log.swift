@@ -109,6 +109,10 @@ public actor Log {
     func evictCached(seq: UInt64) -> Int? {
         guard tailHead < tail.count, tail[tailHead].seq == seq else { return nil }
         let size = tail[tailHead].block.info.size
+        // Release the entries now: the slot itself stays until the array is compacted below, which happens only
+        // once evicted slots are the larger part (holding their payloads until then kept up to twice the budget
+        // alive and freed a whole budget at once, the broker's RSS sawtooth).
+        tail[tailHead].block.entries = []
         tailHead += 1
         if tailHead == tail.count {
             tail.removeAll(keepingCapacity: tail.capacity <= 1024)
@@ -122,6 +126,12 @@ public actor Log {
 
     /// How many acknowledged blocks this log caches for tail readers now.
     public var cachedBlockCount: Int { tail.count - tailHead }
+
+    /// Payload bytes this log's tail cache keeps alive, evicted slots not yet compacted away included (diagnostics;
+    /// walks the cache).
+    public var cachedPayloadBytes: Int {
+        tail.reduce(0) { sum, t in t.block.entries.reduce(sum) { $0 + $1.payload.readableBytes } }
+    }
 
     /// Whether the block with sequence number `seq` is still cached (sequence numbers increase along the tail).
     func holdsCached(seq: UInt64) -> Bool {

@@ -89,7 +89,9 @@ public final class MemoryReleaser: @unchecked Sendable {
             // Both the count (which walks the free lists) and the trim run off the loop thread. runBlocking fails
             // only when libuv refuses the work; this round is then skipped and the next tick tries again.
             let trimmed = (try? await loop.runBlocking { () -> Bool in
-                guard Self.allocatorFreeBytes() >= threshold else { return false }
+                let free = Self.allocatorFreeBytes()
+                Diagnostics.debug("allocator: main arena \(Int(wp_allocator_used_bytes()) >> 20) MiB used, \(free >> 20) MiB free; \(Self.allocatorMappedBytes() >> 20) MiB mapped")
+                guard free >= threshold else { return false }
                 return Self.trimNow()
             }) ?? false
             trimming = false

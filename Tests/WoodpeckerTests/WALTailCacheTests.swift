@@ -30,6 +30,11 @@ import WoodpeckerCore
             #expect(await logs[0].cachedBlockCount == 0, "the oldest log's blocks go first")
             #expect(await logs[1].cachedBlockCount == 0)
             #expect(await logs[2].cachedBlockCount > 30, "the newest log keeps the budget")
+            var held = 0
+            for log in logs { held += await log.cachedPayloadBytes }
+            // Evicted blocks release their entries at once (they stayed alive until the cache array was compacted:
+            // 100,990 bytes here against a 65,536-byte budget).
+            #expect(held <= limit, "\(held) payload bytes kept alive by the tail caches")
             for (log, payloads) in zip(logs, written) {
                 #expect(try await readAll(log).map { text($0.payload) } == payloads, "log \(log.name) reads back whole")
             }

@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--quorum", action="store_true", help="QuorumBuffer mode: three LogStore nodes, each sampled")
     ap.add_argument("--broker-arg", action="append", default=[], help="extra broker argument (repeatable), e.g. --broker-arg=--segment-bytes=33554432")
     ap.add_argument("--wrap", default="", help="command the broker runs under, e.g. 'heaptrack -o /tmp/broker' (RSS is then the wrapper's child's)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (process logs) and print its path")
     ap.add_argument("--name", default=None, help="results file name (default memory, or memory-quorum with --quorum)")
     a = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
@@ -112,7 +113,10 @@ def main():
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill(); p.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if a.keep:
+            log(f"memory: logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     if not samples:
         sys.exit("memory: no samples")
     name = a.name or ("memory-quorum" if a.quorum else "memory")

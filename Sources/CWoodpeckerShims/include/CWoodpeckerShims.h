@@ -26,5 +26,7 @@ int wp_allocator_trim(void);
 int wp_allocator_configure(size_t mmap_threshold, size_t trim_threshold, size_t top_pad);
 /// Bytes the allocator holds in chunks of their own mmap (mallinfo2 hblkhd); 0 where that cannot be asked.
 long wp_allocator_mmapped_bytes(void);
+/// Bytes handed out by the main arena (mallinfo2 uordblks); 0 where that cannot be asked.
+long wp_allocator_used_bytes(void);
 
 #endif
