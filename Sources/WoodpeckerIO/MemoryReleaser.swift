@@ -31,12 +31,19 @@ public final class MemoryReleaser: @unchecked Sendable {
 
     /// Free bytes glibc's arenas hold (not returned to the kernel); 0 where that cannot be asked.
     public static func allocatorFreeBytes() -> Int {
-        Int(wp_allocator_free_bytes())
+        allocatorStats().free
     }
 
     /// Bytes the allocator holds in chunks mapped on their own (each freed with munmap and faulted in anew).
     public static func allocatorMappedBytes() -> Int {
-        Int(wp_allocator_mmapped_bytes())
+        allocatorStats().mapped
+    }
+
+    /// The main arena's free, handed-out and separately mapped bytes (glibc's mallinfo2; zeros elsewhere).
+    public static func allocatorStats() -> (free: Int, used: Int, mapped: Int) {
+        var free = 0, used = 0, mapped = 0
+        _ = wp_allocator_stats(&free, &used, &mapped)
+        return (free, used, mapped)
     }
 
     /// Allocations up to this size come from the allocator's arenas instead of a mapping of their own.
@@ -89,8 +96,9 @@ public final class MemoryReleaser: @unchecked Sendable {
             // Both the count (which walks the free lists) and the trim run off the loop thread. runBlocking fails
             // only when libuv refuses the work; this round is then skipped and the next tick tries again.
             let trimmed = (try? await loop.runBlocking { () -> Bool in
-                let free = Self.allocatorFreeBytes()
-                Diagnostics.debug("allocator: main arena \(Int(wp_allocator_used_bytes()) >> 20) MiB used, \(free >> 20) MiB free; \(Self.allocatorMappedBytes() >> 20) MiB mapped")
+                let stats = Self.allocatorStats()
+                let free = stats.free
+                Diagnostics.debug("allocator: main arena \(stats.used >> 20) MiB used, \(free >> 20) MiB free; \(stats.mapped >> 20) MiB mapped")
                 guard free >= threshold else { return false }
                 return Self.trimNow()
             }) ?? false

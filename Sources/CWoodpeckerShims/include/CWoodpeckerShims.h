@@ -17,16 +17,13 @@ uintptr_t wp_thread_token(void) __attribute__((noinline));
 
 /// Monotonic clock in nanoseconds.
 uint64_t wp_monotonic_ns(void);
-/// Bytes glibc's malloc arenas hold free (mallinfo2().fordblks); 0 elsewhere. Walks the free lists: not on a loop.
-long wp_allocator_free_bytes(void);
+/// glibc's mallinfo2 for the main arena: bytes held free (fordblks), handed out (uordblks) and in chunks of their own
+/// mmap (hblkhd). Returns 0 and zeros where there is no glibc. Walks the free lists: not on a loop thread.
+int wp_allocator_stats(long *free_bytes, long *used_bytes, long *mapped_bytes);
 /// malloc_trim(0): returns free arena pages to the kernel; 1 if any were released. Not on a loop thread.
 int wp_allocator_trim(void);
 /// glibc mallopt: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD and M_TOP_PAD (fixed, so glibc's dynamic threshold is off).
 /// Returns 1 if all were accepted, 0 otherwise or where there is no glibc.
 int wp_allocator_configure(size_t mmap_threshold, size_t trim_threshold, size_t top_pad);
-/// Bytes the allocator holds in chunks of their own mmap (mallinfo2 hblkhd); 0 where that cannot be asked.
-long wp_allocator_mmapped_bytes(void);
-/// Bytes handed out by the main arena (mallinfo2 uordblks); 0 where that cannot be asked.
-long wp_allocator_used_bytes(void);
 
 #endif
