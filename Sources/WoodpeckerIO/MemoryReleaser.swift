@@ -39,7 +39,7 @@ public final class MemoryReleaser: @unchecked Sendable {
         allocatorStats().mapped
     }
 
-    /// The main arena's free, handed-out and separately mapped bytes (glibc's mallinfo2; zeros elsewhere).
+    /// Free, handed-out and separately mapped bytes of all arenas together (glibc's mallinfo2; zeros elsewhere).
     public static func allocatorStats() -> (free: Int, used: Int, mapped: Int) {
         var free = 0, used = 0, mapped = 0
         _ = wp_allocator_stats(&free, &used, &mapped)
@@ -98,7 +98,7 @@ public final class MemoryReleaser: @unchecked Sendable {
             let trimmed = (try? await loop.runBlocking { () -> Bool in
                 let stats = Self.allocatorStats()
                 let free = stats.free
-                Diagnostics.debug("allocator: main arena \(stats.used >> 20) MiB used, \(free >> 20) MiB free; \(stats.mapped >> 20) MiB mapped")
+                Diagnostics.debug("allocator: \(stats.used >> 20) MiB used, \(free >> 20) MiB free; \(stats.mapped >> 20) MiB mapped")
                 guard free >= threshold else { return false }
                 return Self.trimNow()
             }) ?? false

@@ -17,7 +17,7 @@ uintptr_t wp_thread_token(void) __attribute__((noinline));
 
 /// Monotonic clock in nanoseconds.
 uint64_t wp_monotonic_ns(void);
-/// glibc's mallinfo2 for the main arena: bytes held free (fordblks), handed out (uordblks) and in chunks of their own
+/// glibc's mallinfo2, summed over all arenas: bytes held free (fordblks), handed out (uordblks) and in chunks of their own
 /// mmap (hblkhd). Returns 0 and zeros where there is no glibc. Walks the free lists: not on a loop thread.
 int wp_allocator_stats(long *free_bytes, long *used_bytes, long *mapped_bytes);
 /// malloc_trim(0): returns free arena pages to the kernel; 1 if any were released. Not on a loop thread.
