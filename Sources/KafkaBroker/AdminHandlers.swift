@@ -137,4 +137,76 @@ extension Broker {
         }
         return respond(resp, r)
     }
+
+    /// AlterConfigs: each topic's own configs become exactly the ones listed (a null value or an omitted config
+    /// follows the broker's default again).
+    func alterConfigs(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let req = try decode(AlterConfigsRequest.self, r)
+        var resp = AlterConfigsResponse()
+        for res in req.resources {
+            var listed: [String: String] = [:]
+            for c in res.configs { if let v = c.value { listed[c.name] = v } }
+            let set = listed
+            let (code, message) = await alterTopicConfigs(res.resourceType, res.resourceName, validateOnly: req.validateOnly) { _ in set }
+            resp.responses.append(.init(errorCode: code, errorMessage: message, resourceType: res.resourceType,
+                                        resourceName: res.resourceName))
+        }
+        return respond(resp, r)
+    }
+
+    /// IncrementalAlterConfigs: SET (0) and DELETE (1, back to the broker's default) per config; APPEND and SUBTRACT
+    /// apply to list configs, and this broker has none that takes more than one value.
+    func incrementalAlterConfigs(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
+        let req = try decode(IncrementalAlterConfigsRequest.self, r)
+        var resp = IncrementalAlterConfigsResponse()
+        for res in req.resources {
+            let (code, message) = await alterTopicConfigs(res.resourceType, res.resourceName, validateOnly: req.validateOnly) { current in
+                var next = current
+                for c in res.configs {
+                    switch c.configOperation {
+                    case 0:
+                        guard let v = c.value else { throw TopicManager.CreateError.invalidConfig("\(c.name): SET needs a value") }
+                        next[c.name] = v
+                    case 1: next[c.name] = nil
+                    case 2, 3:
+                        throw TopicManager.CreateError.invalidConfig("\(c.name): APPEND and SUBTRACT apply to list configs; use SET")
+                    default:
+                        throw TopicManager.CreateError.invalidConfig("\(c.name): unknown config operation \(c.configOperation)")
+                    }
+                }
+                return next
+            }
+            resp.responses.append(.init(errorCode: code, errorMessage: message, resourceType: res.resourceType,
+                                        resourceName: res.resourceName))
+        }
+        return respond(resp, r)
+    }
+
+    /// Changes one resource's configs; returns the Kafka error code and message for its result.
+    private func alterTopicConfigs(_ type: Int8, _ name: String, validateOnly: Bool,
+                                   _ change: @Sendable ([String: String]) throws -> [String: String]) async -> (Int16, String?) {
+        switch type {
+        case 2:
+            do {
+                try await topics.alterConfigs(name, validateOnly: validateOnly, change)
+                return (0, nil)
+            } catch let e as TopicManager.CreateError {
+                if case let .invalidConfig(m) = e { return (KafkaErrorCode.invalidConfig.rawValue, m) }
+                return (KafkaErrorCode.invalidRequest.rawValue, "\(e)")
+            } catch let e as WoodpeckerError where e.code == .logNotFound {
+                return (KafkaErrorCode.unknownTopicOrPartition.rawValue, e.message)
+            } catch let e as WoodpeckerError {
+                Diagnostics.warn("altering configs of topic \(name): \(e)")
+                return ((e.isRetryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue,
+                        "cannot change the configs of topic \(name): \(e.message)")
+            } catch {
+                return (KafkaErrorCode.unknownServerError.rawValue, "\(error)")
+            }
+        case 4:
+            return (KafkaErrorCode.invalidRequest.rawValue,
+                    "broker configs are set when the broker starts (flags, WOODPECKER_* variables, config file)")
+        default:
+            return (KafkaErrorCode.invalidRequest.rawValue, "unsupported resource type \(type)")
+        }
+    }
 }

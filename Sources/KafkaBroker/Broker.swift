@@ -102,7 +102,8 @@ public final class Broker: @unchecked Sendable {
     static let supportedVersions: [ApiKey: ClosedRange<Int16>] = [
         .produce: 0...11, .fetch: 4...12, .listOffsets: 0...7, .metadata: 0...12, .apiVersions: 0...4,
         .initProducerId: 0...4, .findCoordinator: 0...5, .createTopics: 0...7, .deleteTopics: 0...6,
-        .createPartitions: 0...3, .describeConfigs: 0...4, .describeCluster: 0...1,
+        .createPartitions: 0...3, .describeConfigs: 0...4, .describeCluster: 0...1, .alterConfigs: 0...2,
+        .incrementalAlterConfigs: 0...1,
         .joinGroup: 0...9, .syncGroup: 0...5, .heartbeat: 0...4, .leaveGroup: 0...5, .offsetCommit: 0...9,
         .offsetFetch: 0...9, .listGroups: 0...5, .describeGroups: 0...5, .deleteGroups: 0...2, .offsetDelete: 0...0,
     ]
@@ -129,6 +130,8 @@ public final class Broker: @unchecked Sendable {
             case .deleteTopics: return try await deleteTopics(r)
             case .createPartitions: return try await createPartitions(r)
             case .describeConfigs: return try await describeConfigs(r)
+            case .alterConfigs: return try await alterConfigs(r)
+            case .incrementalAlterConfigs: return try await incrementalAlterConfigs(r)
             case .describeCluster: return try describeCluster(r)
             case .joinGroup: return try await joinGroup(r)
             case .syncGroup: return try await syncGroup(r)

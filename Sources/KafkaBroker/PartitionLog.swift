@@ -19,7 +19,7 @@ actor PartitionLog {
     let brokerConfig: BrokerConfig
     let appendSignal: AppendSignal
     /// The topic's `segment.bytes` and `segment.ms`, applied to every writer of this partition.
-    let roll: SegmentRoll
+    private(set) var roll: SegmentRoll
 
     /// Next offset to assign.
     private(set) var logEndOffset: Int64 = 0
@@ -261,6 +261,12 @@ actor PartitionLog {
     /// Why the writer could not be reopened (nil while it is writable); produces get a retryable error meanwhile.
     private var writerBroken: WoodpeckerError?
     private var nextReopenAtMs: UInt64 = 0
+
+    /// The topic's roll settings changed (AlterConfigs): the writer rolls by them from its next append on.
+    func setRoll(_ r: SegmentRoll) async {
+        roll = r
+        await writer.setRoll(segmentMaxBytes: r.maxBytes, segmentMaxAgeMs: r.maxAgeMs)
+    }
 
     /// After a storage failure: a fresh writer (which seals the old segment at its last durable entry) and offsets
     /// continuing from the log's real end.

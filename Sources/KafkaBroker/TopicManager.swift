@@ -90,6 +90,31 @@ actor TopicManager {
 
     enum CreateError: Error { case exists, invalidName, invalidPartitions, invalidConfig(String) }
 
+    /// Throws `.invalidConfig` naming the first config that is unknown or has a value the broker cannot honour.
+    func validate(_ configs: [String: String]) throws {
+        for (k, v) in configs.sorted(by: { $0.key < $1.key }) {
+            guard config.defaultTopicConfigs[k] != nil else { throw CreateError.invalidConfig("unknown topic config \(k)") }
+            if let problem = Self.invalidConfigValue(k, v) { throw CreateError.invalidConfig(problem) }
+        }
+    }
+
+    /// Replaces the configs topic `name` sets itself with `change(current)` (every other config follows the broker's
+    /// default) after validating them, and applies the roll settings to its open partitions; with `validateOnly`
+    /// nothing changes. Throws `.logNotFound` for a topic that does not exist, `CreateError.invalidConfig`.
+    func alterConfigs(_ name: String, validateOnly: Bool,
+                      _ change: @Sendable ([String: String]) throws -> [String: String]) async throws {
+        guard var t = try await topic(name) else { throw WoodpeckerError(.logNotFound, "topic \(name) does not exist") }
+        let configs = try change(t.configs)
+        try validate(configs)
+        if validateOnly || configs == t.configs { return }
+        t.configs = configs
+        try await metadata.put(key(name), Self.encode(t))
+        topics[name] = t
+        Diagnostics.info("topic \(name): configs now \(configs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })")
+        let roll = SegmentRoll(topicConfigs: configs)
+        for p in partitions.values where p.topic == name { await p.setRoll(roll) }
+    }
+
     /// Why `value` is not valid for the topic config `key`, or nil when it is. Numbers must parse and lie in the
     /// range the broker can honour; a bad value is refused at creation (INVALID_CONFIG) instead of being read as
     /// a default later.
@@ -117,10 +142,7 @@ actor TopicManager {
         guard Self.validTopicName(name) else { throw CreateError.invalidName }
         let n = partitions <= 0 ? config.defaultPartitions : partitions
         guard n >= 1, n <= 10_000 else { throw CreateError.invalidPartitions }
-        for (k, v) in configs {
-            guard config.defaultTopicConfigs[k] != nil else { throw CreateError.invalidConfig("unknown topic config \(k)") }
-            if let problem = Self.invalidConfigValue(k, v) { throw CreateError.invalidConfig(problem) }
-        }
+        try validate(configs)
         if try await topic(name) != nil { throw CreateError.exists }
         let id = KafkaUUID.random()
         let rec = TopicRecord(name: name, topicIdHigh: id.high, topicIdLow: id.low, partitions: n, configs: configs,

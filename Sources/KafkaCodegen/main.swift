@@ -527,7 +527,7 @@ let apis = [
     "ApiVersions", "Metadata", "Produce", "Fetch", "ListOffsets", "InitProducerId", "CreateTopics", "DeleteTopics",
     "CreatePartitions", "DescribeConfigs", "DescribeCluster", "FindCoordinator", "JoinGroup", "SyncGroup",
     "Heartbeat", "LeaveGroup", "OffsetCommit", "OffsetFetch", "ListGroups", "DescribeGroups", "DeleteGroups",
-    "OffsetDelete",
+    "OffsetDelete", "AlterConfigs", "IncrementalAlterConfigs",
 ]
 let names = apis.flatMap { [$0 + "Request", $0 + "Response"] } + ["RequestHeader", "ResponseHeader"]
 

@@ -121,6 +121,8 @@ public enum ApiKey: Int16, Sendable, CaseIterable, CustomStringConvertible {
         case .describeGroups: (DescribeGroupsRequest.self, DescribeGroupsResponse.self)
         case .deleteGroups: (DeleteGroupsRequest.self, DeleteGroupsResponse.self)
         case .offsetDelete: (OffsetDeleteRequest.self, OffsetDeleteResponse.self)
+        case .alterConfigs: (AlterConfigsRequest.self, AlterConfigsResponse.self)
+        case .incrementalAlterConfigs: (IncrementalAlterConfigsRequest.self, IncrementalAlterConfigsResponse.self)
         default: nil
         }
     }

@@ -28,7 +28,7 @@ public actor LogWriter {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
     let loop: EventLoop
     let log: Log
-    let config: WALConfig
+    private(set) var config: WALConfig
     let writerName: String
 
     /// Called once, on the writer's loop, with the entry's id or the reason it failed.
@@ -260,6 +260,13 @@ public actor LogWriter {
             reservedBytes += w.needed
             w.c.resume()
         }
+    }
+
+    /// Changes when this writer rolls: past `segmentMaxBytes` or once the segment is `segmentMaxAgeMs` old (nil: the
+    /// client's setting). Takes effect from the next append on, for the active segment too.
+    public func setRoll(segmentMaxBytes: Int?, segmentMaxAgeMs: Int64?) {
+        config.segmentMaxBytes = segmentMaxBytes ?? log.config.segmentMaxBytes
+        config.segmentMaxAgeMs = segmentMaxAgeMs ?? log.config.segmentMaxAgeMs
     }
 
     private var queuedCount: Int { queue.count - queueHead }

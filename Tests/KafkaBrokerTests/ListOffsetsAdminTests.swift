@@ -283,6 +283,75 @@ import WoodpeckerIO
         }
     }
 
+    /// IncrementalAlterConfigs and AlterConfigs change a topic's own configs: a new segment.bytes rolls the partition
+    /// that is already open, DELETE and omitted configs go back to the broker's default, validateOnly changes
+    /// nothing, and bad requests get the error a Kafka client expects.
+    @Test func alterConfigsChangeTopicsLive() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            #expect(try await c.createTopic("alt").errorCode == 0)
+            func produce(_ n: Int, _ tag: String) async throws {
+                for i in 0..<n {
+                    let r = try await c.produce("alt", makeBatch(count: 1, prefix: "\(tag)\(i)", valueSize: 256 << 10).bytes)
+                    #expect(r.errorCode == 0)
+                }
+            }
+            let client = b.broker.client
+            func segments() async throws -> Int { try await onLoop(b.loop) { try await client.openLog("alt-0").segmentMetas().count } }
+            func described() async throws -> [String: DescribeConfigsResponse.DescribeConfigsResourceResult] {
+                var req = DescribeConfigsRequest()
+                req.resources = [.init(resourceType: 2, resourceName: "alt", configurationKeys: nil)]
+                let configs = try await c.call(req, version: 4, DescribeConfigsResponse.self).results[0].configs
+                return Dictionary(uniqueKeysWithValues: configs.map { ($0.name, $0) })
+            }
+            func incremental(_ ops: [(String, Int8, String?)], name: String = "alt", type: Int8 = 2, validateOnly: Bool = false)
+                async throws -> IncrementalAlterConfigsResponse.AlterConfigsResourceResponse
+            {
+                var req = IncrementalAlterConfigsRequest()
+                req.resources = [.init(resourceType: type, resourceName: name,
+                                       configs: ops.map { .init(name: $0.0, configOperation: $0.1, value: $0.2) })]
+                req.validateOnly = validateOnly
+                return try await c.call(req, version: 1, IncrementalAlterConfigsResponse.self).responses[0]
+            }
+
+            try await produce(12, "a")
+            #expect(try await segments() == 1)
+            #expect(try await incremental([("segment.bytes", 0, "1048576"), ("retention.ms", 0, "86400000")]).errorCode == 0)
+            var d = try await described()
+            #expect(d["segment.bytes"]?.value == "1048576" && d["segment.bytes"]?.configSource == 1)
+            #expect(d["retention.ms"]?.value == "86400000")
+            try await produce(12, "b")
+            #expect(try await segments() >= 3, "the open partition rolls by the new segment.bytes")
+
+            #expect(try await incremental([("retention.ms", 1, nil)]).errorCode == 0)
+            d = try await described()
+            #expect(d["retention.ms"]?.value == "604800000" && d["retention.ms"]?.configSource == 5)
+            #expect(d["segment.bytes"]?.value == "1048576", "a DELETE of one config keeps the others")
+
+            #expect(try await incremental([("max.message.bytes", 0, "100")], validateOnly: true).errorCode == 0)
+            #expect(try await described()["max.message.bytes"]?.value == "1048588", "validateOnly changes nothing")
+
+            // AlterConfigs replaces the whole set: segment.bytes goes back to its default.
+            var legacy = AlterConfigsRequest()
+            legacy.resources = [.init(resourceType: 2, resourceName: "alt", configs: [.init(name: "max.message.bytes", value: "2000")])]
+            #expect(try await c.call(legacy, version: 0, AlterConfigsResponse.self).responses[0].errorCode == 0)
+            d = try await described()
+            #expect(d["max.message.bytes"]?.value == "2000" && d["segment.bytes"]?.configSource == 5)
+            let tooLarge = try await c.produce("alt", makeBatch(count: 1, valueSize: 4000).bytes)
+            #expect(tooLarge.errorCode == KafkaErrorCode.messageTooLarge.rawValue)
+
+            #expect(try await incremental([("segment.bytes", 0, "10")]).errorCode == KafkaErrorCode.invalidConfig.rawValue)
+            #expect(try await incremental([("no.such.config", 0, "1")]).errorCode == KafkaErrorCode.invalidConfig.rawValue)
+            #expect(try await incremental([("cleanup.policy", 2, "compact")]).errorCode == KafkaErrorCode.invalidConfig.rawValue)
+            #expect(try await incremental([("retention.ms", 0, "1")], name: "missing").errorCode
+                    == KafkaErrorCode.unknownTopicOrPartition.rawValue)
+            #expect(try await incremental([("log.retention.ms", 0, "1")], name: "0", type: 4).errorCode
+                    == KafkaErrorCode.invalidRequest.rawValue)
+            #expect(try await described()["max.message.bytes"]?.value == "2000", "refused changes leave the configs alone")
+            await c.close()
+        }
+    }
+
     @Test func describeCluster() async throws {
         try await withBroker({ $0.nodeId = 4; $0.clusterId = "test-cluster"; $0.advertisedHost = "broker.example"; $0.advertisedPort = 9999 }) { b in
             let c = try await b.connect()

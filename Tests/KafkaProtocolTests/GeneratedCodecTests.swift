@@ -127,7 +127,8 @@ import WoodpeckerCore
             #expect(codec.response.apiKey == key.rawValue)
             #expect(key.upstreamVersions == codec.request.validVersions)
         }
-        #expect(ApiKey.allCases.compactMap(\.codec).count == 22)
+        #expect(ApiKey.allCases.compactMap(\.codec).count == 24)
+        #expect(AlterConfigsRequest.flexibleVersions?.lowerBound == 2 && IncrementalAlterConfigsRequest.flexibleVersions?.lowerBound == 1)
         #expect(KafkaErrorCode.unknownTopicOrPartition.rawValue == 3)
         #expect(KafkaErrorCode.memberIdRequired.rawValue == 79)
         #expect(KafkaErrorCode.invalidRecord.name == "INVALID_RECORD")

@@ -28,6 +28,23 @@ check "kcat: every record read back in order across the segments" \
 py describe_configs.py --topic "$T" >"$COMPAT_TMP/configs.txt"
 check "DescribeConfigs: segment.bytes=1048576" grep -qx "segment.bytes=1048576" "$COMPAT_TMP/configs.txt"
 check "DescribeConfigs: segment.ms=600000" grep -qx "segment.ms=600000" "$COMPAT_TMP/configs.txt"
+check "confluent-kafka incremental_alter_configs: retention.ms=86400000 on $T" \
+  py alter_configs.py --topic "$T" --client confluent retention.ms=86400000
+check "DescribeConfigs after it: retention.ms=86400000" bash -c '"$@" | grep -qx retention.ms=86400000' _ \
+  timeout -k 5 "$CLIENT_TIMEOUT" "$PYTHON" "$COMPAT_PY/describe_configs.py" --bootstrap "$BROKER" --topic "$T"
+if "$PYTHON" -c "import kafka" 2>/dev/null; then
+  check "kafka-python alter_configs (AlterConfigs): max.message.bytes=500000" \
+    py alter_configs.py --topic "$T" --client kafka-python max.message.bytes=500000
+  py describe_configs.py --topic "$T" >"$COMPAT_TMP/configs2.txt"
+  check "DescribeConfigs after it: max.message.bytes=500000" grep -qx "max.message.bytes=500000" "$COMPAT_TMP/configs2.txt"
+  check "DescribeConfigs after it: retention.ms=86400000 (kept: the client sends the topic's other configs along)" \
+    grep -qx "retention.ms=86400000" "$COMPAT_TMP/configs2.txt"
+else
+  skip "kafka-python alter_configs (kafka-python not installed)"
+fi
+check "confluent-kafka incremental_alter_configs of segment.bytes=10 is refused" \
+  bash -c '! "$@" 2>/dev/null' _ timeout -k 5 "$CLIENT_TIMEOUT" "$PYTHON" "$COMPAT_PY/alter_configs.py" \
+  --bootstrap "$BROKER" --topic "$T" --client confluent segment.bytes=10
 broker_stop
 segs=$(segments_of "$T")
 log "    $T: $segs segments"
