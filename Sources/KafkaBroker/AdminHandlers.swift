@@ -34,6 +34,8 @@ extension Broker {
                     res.errorMessage = "invalid partition count \(t.numPartitions)"
                 case let .invalidConfig(m): res.errorCode = KafkaErrorCode.invalidConfig.rawValue
                     res.errorMessage = m
+                case let .invalidRequest(m): res.errorCode = KafkaErrorCode.invalidRequest.rawValue
+                    res.errorMessage = m
                 }
             } catch let e as WoodpeckerError {
                 // The metadata store (etcd) is away or failing: a per-topic error, retryable when the cause is,
@@ -160,18 +162,25 @@ extension Broker {
         let req = try decode(IncrementalAlterConfigsRequest.self, r)
         var resp = IncrementalAlterConfigsResponse()
         for res in req.resources {
+            let known = config.defaultTopicConfigs
             let (code, message) = await alterTopicConfigs(res.resourceType, res.resourceName, validateOnly: req.validateOnly) { current in
                 var next = current
+                var seen: Set<String> = []
                 for c in res.configs {
+                    guard seen.insert(c.name).inserted else {
+                        throw TopicManager.CreateError.invalidRequest("\(c.name) is listed more than once")
+                    }
                     switch c.configOperation {
                     case 0:
-                        guard let v = c.value else { throw TopicManager.CreateError.invalidConfig("\(c.name): SET needs a value") }
+                        guard let v = c.value else { throw TopicManager.CreateError.invalidRequest("\(c.name): SET needs a value") }
                         next[c.name] = v
-                    case 1: next[c.name] = nil
+                    case 1:
+                        guard known[c.name] != nil else { throw TopicManager.CreateError.invalidConfig("unknown topic config \(c.name)") }
+                        next[c.name] = nil
                     case 2, 3:
-                        throw TopicManager.CreateError.invalidConfig("\(c.name): APPEND and SUBTRACT apply to list configs; use SET")
+                        throw TopicManager.CreateError.invalidRequest("\(c.name): APPEND and SUBTRACT apply to list configs; use SET")
                     default:
-                        throw TopicManager.CreateError.invalidConfig("\(c.name): unknown config operation \(c.configOperation)")
+                        throw TopicManager.CreateError.invalidRequest("\(c.name): unknown config operation \(c.configOperation)")
                     }
                 }
                 return next
@@ -192,6 +201,7 @@ extension Broker {
                 return (0, nil)
             } catch let e as TopicManager.CreateError {
                 if case let .invalidConfig(m) = e { return (KafkaErrorCode.invalidConfig.rawValue, m) }
+                if case let .invalidRequest(m) = e { return (KafkaErrorCode.invalidRequest.rawValue, m) }
                 return (KafkaErrorCode.invalidRequest.rawValue, "\(e)")
             } catch let e as WoodpeckerError where e.code == .logNotFound {
                 return (KafkaErrorCode.unknownTopicOrPartition.rawValue, e.message)

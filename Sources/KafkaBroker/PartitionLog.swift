@@ -282,6 +282,8 @@ actor PartitionLog {
             writerGeneration &+= 1
             try? await writer.close()
             writer = try await log.openWriter(segmentMaxBytes: roll.maxBytes, segmentMaxAgeMs: roll.maxAgeMs)
+            // A `setRoll` during the open reached the old writer only.
+            await writer.setRoll(segmentMaxBytes: roll.maxBytes, segmentMaxAgeMs: roll.maxAgeMs)
             // `writerBroken` stays set until the offsets below are right: a produce let through earlier would take
             // an offset from the old numbering and the new writer would refuse the next one's lower key.
             // When the old writer could not complete its segment itself, opening the new one recovered it, which
@@ -429,7 +431,7 @@ actor PartitionLog {
 }
 
 /// When a partition's writer rolls to a new segment: a topic's `segment.bytes` and `segment.ms` (nil: the client's).
-struct SegmentRoll: Sendable {
+struct SegmentRoll: Sendable, Equatable {
     var maxBytes: Int?
     var maxAgeMs: Int64?
 
@@ -438,7 +440,17 @@ struct SegmentRoll: Sendable {
         self.maxAgeMs = maxAgeMs
     }
 
+    /// A value the broker would refuse today (stored before values were validated) is ignored: the client's
+    /// setting applies instead.
     init(topicConfigs c: [String: String]) {
-        self.init(maxBytes: c["segment.bytes"].flatMap { Int($0) }, maxAgeMs: c["segment.ms"].flatMap { Int64($0) })
+        func valid(_ key: String) -> String? {
+            guard let v = c[key] else { return nil }
+            if let problem = TopicManager.invalidConfigValue(key, v) {
+                Diagnostics.warn("ignoring \(problem)")
+                return nil
+            }
+            return v
+        }
+        self.init(maxBytes: valid("segment.bytes").flatMap { Int($0) }, maxAgeMs: valid("segment.ms").flatMap { Int64($0) })
     }
 }

@@ -15,8 +15,28 @@ struct TopicRecord: Codable, Sendable, Equatable {
     /// restarted with another default applies it to the topics that did not set their own (as in Kafka).
     var configs: [String: String]
     var createTimeMs: Int64
+    /// True in records written since topics keep only their own configs. Older records stored every default too;
+    /// `decoded` drops those so that the broker's defaults apply to them again.
+    var ownConfigsOnly: Bool?
 
     var topicId: KafkaUUID { KafkaUUID(high: topicIdHigh, low: topicIdLow) }
+
+    /// The defaults every topic record stored before `ownConfigsOnly`.
+    static let legacyDefaults: [String: String] = [
+        "retention.ms": "604800000", "retention.bytes": "-1", "max.message.bytes": "1048588",
+        "message.timestamp.type": "CreateTime", "cleanup.policy": "delete", "segment.bytes": "268435456",
+        "segment.ms": "600000",
+    ]
+
+    /// Decodes a stored record; one written before `ownConfigsOnly` loses the configs equal to the old defaults.
+    static func decoded(_ bytes: [UInt8]) throws -> TopicRecord {
+        var t = try JSONDecoder().decode(TopicRecord.self, from: Data(bytes))
+        if t.ownConfigsOnly != true {
+            t.configs = t.configs.filter { legacyDefaults[$0.key] != $0.value }
+            t.ownConfigsOnly = true
+        }
+        return t
+    }
 }
 
 extension BrokerConfig {
@@ -61,7 +81,7 @@ actor TopicManager {
     func load() async throws {
         for kv in try await metadata.range(prefix: "\(prefix)/topics/") {
             do {
-                let t = try JSONDecoder().decode(TopicRecord.self, from: Data(kv.value))
+                let t = try TopicRecord.decoded(kv.value)
                 topics[t.name] = t
             } catch {
                 throw WoodpeckerError(.metadataCorrupted, "topic record \(kv.key) is not valid JSON: \(error)")
@@ -74,7 +94,7 @@ actor TopicManager {
     func topic(_ name: String) async throws -> TopicRecord? {
         if let t = topics[name] { return t }
         // Created by another broker sharing the metadata store?
-        if let kv = try await metadata.get(key(name)), let t = try? JSONDecoder().decode(TopicRecord.self, from: Data(kv.value)) {
+        if let kv = try await metadata.get(key(name)), let t = try? TopicRecord.decoded(kv.value) {
             topics[name] = t
             return t
         }
@@ -88,7 +108,7 @@ actor TopicManager {
         }
     }
 
-    enum CreateError: Error { case exists, invalidName, invalidPartitions, invalidConfig(String) }
+    enum CreateError: Error { case exists, invalidName, invalidPartitions, invalidConfig(String), invalidRequest(String) }
 
     /// Throws `.invalidConfig` naming the first config that is unknown or has a value the broker cannot honour.
     func validate(_ configs: [String: String]) throws {
@@ -99,20 +119,37 @@ actor TopicManager {
     }
 
     /// Replaces the configs topic `name` sets itself with `change(current)` (every other config follows the broker's
-    /// default) after validating them, and applies the roll settings to its open partitions; with `validateOnly`
-    /// nothing changes. Throws `.logNotFound` for a topic that does not exist, `CreateError.invalidConfig`.
+    /// default) after validating the ones that change, and applies the roll settings to its open partitions; with
+    /// `validateOnly` nothing changes. The record is replaced only if nobody changed or deleted it since it was read
+    /// (a concurrent change makes this one fail retryably). Throws `.logNotFound` for a topic that does not exist,
+    /// `CreateError.invalidConfig`.
     func alterConfigs(_ name: String, validateOnly: Bool,
                       _ change: @Sendable ([String: String]) throws -> [String: String]) async throws {
-        guard var t = try await topic(name) else { throw WoodpeckerError(.logNotFound, "topic \(name) does not exist") }
+        guard let kv = try await metadata.get(key(name)) else {
+            topics[name] = nil
+            throw WoodpeckerError(.logNotFound, "topic \(name) does not exist")
+        }
+        var t = try TopicRecord.decoded(kv.value)
         let configs = try change(t.configs)
-        try validate(configs)
+        try validate(configs.filter { t.configs[$0.key] != $0.value })
         if validateOnly || configs == t.configs { return }
         t.configs = configs
-        try await metadata.put(key(name), Self.encode(t))
+        let r = try await metadata.txn(compare: [.unchanged(key(name), modRevision: kv.modRevision)],
+                                       then: [.put(key: key(name), value: Self.encode(t))], else: [])
+        guard r.succeeded else {
+            topics[name] = nil  // re-read on next use
+            throw WoodpeckerError(.metadataUnavailable, "topic \(name) changed while its configs were being altered; retry",
+                                  retryable: true)
+        }
         topics[name] = t
         Diagnostics.info("topic \(name): configs now \(configs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })")
-        let roll = SegmentRoll(topicConfigs: configs)
-        for p in partitions.values where p.topic == name { await p.setRoll(roll) }
+        for p in partitions.values where p.topic == name { await applyRoll(to: p) }
+    }
+
+    /// Gives partition `p` the roll settings of its topic as cached now (after an await, the latest ones).
+    private func applyRoll(to p: PartitionLog) async {
+        guard let t = topics[p.topic] else { return }
+        await p.setRoll(SegmentRoll(topicConfigs: t.configs))
     }
 
     /// Why `value` is not valid for the topic config `key`, or nil when it is. Numbers must parse and lie in the
@@ -125,7 +162,8 @@ actor TopicManager {
         }
         switch key {
         case "retention.ms", "retention.bytes": return number(-1, .max, "must be -1 (no limit) or more")
-        case "max.message.bytes": return number(0, Int64(Int32.max), "must be 0...\(Int32.max)")
+        case "max.message.bytes":
+            return number(0, Int64(Limits.maxEntrySizeBytes), "must be 0...\(Limits.maxEntrySizeBytes) (the log's largest entry)")
         case "segment.bytes": return number(1 << 20, 1 << 40, "must be 1048576 (1 MiB) ... 1099511627776 (1 TiB)")
         case "segment.ms": return number(1_000, .max, "must be at least 1000 (1 second)")
         case "message.timestamp.type":
@@ -146,7 +184,7 @@ actor TopicManager {
         if try await topic(name) != nil { throw CreateError.exists }
         let id = KafkaUUID.random()
         let rec = TopicRecord(name: name, topicIdHigh: id.high, topicIdLow: id.low, partitions: n, configs: configs,
-                              createTimeMs: Clock.wallMillis())
+                              createTimeMs: Clock.wallMillis(), ownConfigsOnly: true)
         if validateOnly { return rec }
         let r = try await metadata.txn(compare: [.absent(key(name))],
                                        then: [.put(key: key(name), value: Self.encode(rec))], else: [])
@@ -222,6 +260,8 @@ actor TopicManager {
         defer { opening[k] = nil }
         let p = try await task.value
         partitions[k] = p
+        // The topic's configs may have changed while the partition was being opened.
+        if topics[topic].map({ SegmentRoll(topicConfigs: $0.configs) }) != roll { await applyRoll(to: p) }
         return p
     }
 

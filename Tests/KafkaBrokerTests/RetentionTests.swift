@@ -31,10 +31,15 @@ import WoodpeckerCore
             }
             let hw = try await c.highWatermark("ret-ms")
             #expect(hw == 125)
+            // Retention passes run every 100 ms and may take the old segments over several passes: wait until the
+            // log start has moved and then held for 4 reads (a fetch at a start read mid-way could be cut next).
             var start: Int64 = 0
-            for _ in 0..<100 {
-                start = try await c.listOffset("ret-ms", timestamp: -2).offset
-                if start > 0 { break }
+            var steady = 0
+            for _ in 0..<200 {
+                let now = try await c.listOffset("ret-ms", timestamp: -2).offset
+                steady = now > 0 && now == start ? steady + 1 : 0
+                start = now
+                if steady >= 4 { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(start > 0 && start <= 100, "log start offset moved past old segments only (got \(start))")
@@ -57,9 +62,12 @@ import WoodpeckerCore
                                                                valueSize: 200).bytes)
             }
             var start: Int64 = 0
-            for _ in 0..<100 {
-                start = try await c.listOffset("ret-bytes", timestamp: -2).offset
-                if start > 0 { break }
+            var steady = 0
+            for _ in 0..<200 {  // until the log start has moved and held for 4 reads (see above)
+                let now = try await c.listOffset("ret-bytes", timestamp: -2).offset
+                steady = now > 0 && now == start ? steady + 1 : 0
+                start = now
+                if steady >= 4 { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
             #expect(start > 0, "old segments beyond retention.bytes were dropped")

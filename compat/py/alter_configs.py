@@ -42,7 +42,12 @@ def main():
         results = ([r for per_type in resp.values() for r in per_type.values()] if isinstance(resp, dict)
                    else [r[0] for r in resp.resources])
         for r in results:
-            failed = (r != 0) if isinstance(r, int) else (getattr(r, "errno", 0) not in (0, None) or isinstance(r, Exception))
+            if isinstance(r, str):
+                failed = r != "OK"
+            elif isinstance(r, int):
+                failed = r != 0
+            else:
+                failed = getattr(r, "errno", 0) not in (0, None) or isinstance(r, Exception)
             if failed:
                 die(f"AlterConfigs {a.topic} {configs}: {r}")
         print(f"AlterConfigs {a.topic} {configs}: {results}")
