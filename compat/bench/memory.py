@@ -106,6 +106,14 @@ def main():
     finally:
         if gen and gen.poll() is None:
             gen.terminate(); gen.wait()
+        if a.wrap and broker.poll() is None:
+            # A wrapper (heaptrack) may not pass SIGTERM on: stop the broker itself, the wrapper then ends.
+            real = broker_pid(broker.pid, a.wrap)
+            if real != broker.pid:
+                try:
+                    os.kill(real, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         for p in [broker] + nodes:
             p.send_signal(signal.SIGTERM)
         for p in [broker] + nodes:
