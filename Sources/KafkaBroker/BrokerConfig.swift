@@ -23,6 +23,12 @@ public struct BrokerConfig: Sendable {
     /// what bounds broker memory under a producer faster than storage (each byte is held about twice: the
     /// request and the block being written).
     public var maxInFlightBytesPerConnection = 32 * 1024 * 1024
+    /// Largest fetch response (Kafka's broker `fetch.max.bytes`): a request's `max_bytes` above it is lowered to it.
+    public var fetchMaxBytes = 57_671_680
+    /// Bytes of fetch responses being assembled at once across the broker. Each response is built in memory before
+    /// it is written (no zero-copy send), so catch-up consumers with many large fetches in flight would otherwise
+    /// hold up to `fetchMaxBytes` each; past this a fetch waits (up to its max_wait_ms) for others to finish.
+    public var fetchResponseBudgetBytes = 256 * 1024 * 1024
     public var autoCreateTopics = true
     public var defaultPartitions: Int32 = 1
     /// Topic config defaults (overridable per topic at creation).

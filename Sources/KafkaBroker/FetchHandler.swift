@@ -8,7 +8,7 @@ extension Broker {
     func fetch(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
         let req = try decode(FetchRequest.self, r)
         let deadline = Clock.monotonicMillis() + UInt64(max(0, min(Int(req.maxWaitMs), 30_000)))
-        let maxBytes = req.maxBytes > 0 ? Int(req.maxBytes) : Int.max
+        let maxBytes = min(req.maxBytes > 0 ? Int(req.maxBytes) : Int.max, config.fetchMaxBytes)
         var response = FetchResponse()
         // Resolve partitions once.
         var slots: [(t: Int, p: Int, log: PartitionLog?, offset: Int64, max: Int)] = []
@@ -27,6 +27,10 @@ extension Broker {
             }
         }
         var total = 0
+        // Reserved from the broker's fetch budget once there is data to read; held until the response is built.
+        var reserved = 0
+        var starved = false
+        defer { if reserved > 0 { fetchMemory.release(reserved) } }
         while true {
             for (i, s) in slots.enumerated() {
                 guard let log = s.log else { continue }
@@ -37,7 +41,18 @@ extension Broker {
                 data.logStartOffset = state.1
                 if s.offset < state.1 || s.offset > state.0 {
                     data.errorCode = KafkaErrorCode.offsetOutOfRange.rawValue
-                } else if s.offset < state.0 && total < maxBytes {
+                } else if s.offset < state.0 && total < maxBytes && !starved {
+                    if reserved == 0 {
+                        let want = min(maxBytes, slots.reduce(0) { $0 + max(1, $1.max) })
+                        let now = Clock.monotonicMillis()
+                        if await fetchMemory.reserve(want, timeoutMs: max(deadline > now ? deadline - now : 0, 100)) {
+                            reserved = want
+                        } else {
+                            starved = true  // answered without records; the client fetches again
+                            response.responses[s.t].partitions[s.p] = data
+                            continue
+                        }
+                    }
                     let budget = min(s.max, maxBytes - total)
                     do {
                         let batches = try await log.read(from: s.offset, maxBytes: max(budget, 1))
@@ -60,7 +75,7 @@ extension Broker {
                 response.responses[s.t].partitions[s.p] = data
             }
             let now = Clock.monotonicMillis()
-            if total >= max(1, Int(req.minBytes)) || now >= deadline { break }
+            if total >= max(1, Int(req.minBytes)) || now >= deadline || starved { break }
             await appendSignal.wait(timeoutMs: deadline - now)
         }
         return respond(response, r)
