@@ -16,7 +16,7 @@ public final class Broker: @unchecked Sendable {
     let producerIds: ProducerIdAllocator
     let groups: GroupCoordinator
     /// Bounds the bytes of fetch responses being assembled (`BrokerConfig.fetchResponseBudgetBytes`).
-    let fetchMemory: ByteBudget
+    let fetchMemory: LoopBudget
     private var server: TCPServer?
     private var connections: [UInt64: TCPConnection] = [:]
     private var nextConnectionId: UInt64 = 0
@@ -41,7 +41,7 @@ public final class Broker: @unchecked Sendable {
                                                key: config.metadataPrefix + "kafka/producer-id-next")
         self.groups = GroupCoordinator(loop: client.loop, metadata: client.metadata, prefix: config.metadataPrefix + "kafka/",
                                        config: config.groups)
-        self.fetchMemory = ByteBudget(limit: config.fetchResponseBudgetBytes, loop: client.loop)
+        self.fetchMemory = LoopBudget(limit: config.fetchResponseBudgetBytes, loop: client.loop)
     }
 
     /// Loads topics and starts listening. Returns the bound port.

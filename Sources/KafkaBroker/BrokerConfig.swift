@@ -38,8 +38,8 @@ public struct BrokerConfig: Sendable {
         "max.message.bytes": "1048588",
         "message.timestamp.type": "CreateTime",
         "cleanup.policy": "delete",
-        "segment.bytes": "268435456",
-        "segment.ms": "600000",
+        "segment.bytes": String(Limits.segmentMaxBytes),
+        "segment.ms": String(Limits.segmentMaxAgeMs),
     ]
     /// How often retention is enforced.
     public var retentionCheckIntervalMs: UInt64 = 30_000
@@ -49,4 +49,29 @@ public struct BrokerConfig: Sendable {
     public var groups = GroupCoordinatorConfig()
 
     public init() {}
+}
+
+extension BrokerConfig {
+    /// Why `value` is not valid for the topic config `key`, or nil when it is (also the range of the broker settings
+    /// that give those configs their defaults). Numbers must parse and lie in the
+    /// range the broker can honour; a bad value is refused at creation (INVALID_CONFIG) instead of being read as
+    /// a default later.
+    public static func topicConfigProblem(_ key: String, _ value: String) -> String? {
+        func number(_ min: Int64, _ max: Int64 = .max, _ what: String) -> String? {
+            guard let n = Int64(value) else { return "\(key)=\(value): not a number" }
+            return n < min || n > max ? "\(key)=\(value): \(what)" : nil
+        }
+        switch key {
+        case "retention.ms", "retention.bytes": return number(-1, .max, "must be -1 (no limit) or more")
+        case "max.message.bytes":
+            return number(0, Int64(Limits.maxEntrySizeBytes), "must be 0...\(Limits.maxEntrySizeBytes) (the log's largest entry)")
+        case "segment.bytes": return number(1 << 20, 1 << 40, "must be 1048576 (1 MiB) ... 1099511627776 (1 TiB)")
+        case "segment.ms": return number(1_000, .max, "must be at least 1000 (1 second)")
+        case "message.timestamp.type":
+            return ["CreateTime", "LogAppendTime"].contains(value) ? nil : "\(key)=\(value): must be CreateTime or LogAppendTime"
+        case "cleanup.policy":
+            return value == "delete" ? nil : "\(key)=\(value): only delete is supported (no log compaction)"
+        default: return nil
+        }
+    }
 }

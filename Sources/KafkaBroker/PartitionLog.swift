@@ -281,8 +281,8 @@ actor PartitionLog {
             // the old writer fails from here on belongs to an older generation and triggers nothing.
             writerGeneration &+= 1
             try? await writer.close()
-            writer = try await log.openWriter(segmentMaxBytes: roll.maxBytes, segmentMaxAgeMs: roll.maxAgeMs)
-            // A `setRoll` during the open reached the old writer only.
+            writer = try await log.openWriter()
+            // After the open: a `setRoll` during it reached the old writer only.
             await writer.setRoll(segmentMaxBytes: roll.maxBytes, segmentMaxAgeMs: roll.maxAgeMs)
             // `writerBroken` stays set until the offsets below are right: a produce let through earlier would take
             // an offset from the old numbering and the new writer would refuse the next one's lower key.
@@ -445,7 +445,7 @@ struct SegmentRoll: Sendable, Equatable {
     init(topicConfigs c: [String: String]) {
         func valid(_ key: String) -> String? {
             guard let v = c[key] else { return nil }
-            if let problem = TopicManager.invalidConfigValue(key, v) {
+            if let problem = BrokerConfig.topicConfigProblem(key, v) {
                 Diagnostics.warn("ignoring \(problem)")
                 return nil
             }

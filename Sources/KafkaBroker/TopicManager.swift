@@ -114,7 +114,7 @@ actor TopicManager {
     func validate(_ configs: [String: String]) throws {
         for (k, v) in configs.sorted(by: { $0.key < $1.key }) {
             guard config.defaultTopicConfigs[k] != nil else { throw CreateError.invalidConfig("unknown topic config \(k)") }
-            if let problem = Self.invalidConfigValue(k, v) { throw CreateError.invalidConfig(problem) }
+            if let problem = BrokerConfig.topicConfigProblem(k, v) { throw CreateError.invalidConfig(problem) }
         }
     }
 
@@ -152,27 +152,6 @@ actor TopicManager {
         await p.setRoll(SegmentRoll(topicConfigs: t.configs))
     }
 
-    /// Why `value` is not valid for the topic config `key`, or nil when it is. Numbers must parse and lie in the
-    /// range the broker can honour; a bad value is refused at creation (INVALID_CONFIG) instead of being read as
-    /// a default later.
-    static func invalidConfigValue(_ key: String, _ value: String) -> String? {
-        func number(_ min: Int64, _ max: Int64 = .max, _ what: String) -> String? {
-            guard let n = Int64(value) else { return "\(key)=\(value): not a number" }
-            return n < min || n > max ? "\(key)=\(value): \(what)" : nil
-        }
-        switch key {
-        case "retention.ms", "retention.bytes": return number(-1, .max, "must be -1 (no limit) or more")
-        case "max.message.bytes":
-            return number(0, Int64(Limits.maxEntrySizeBytes), "must be 0...\(Limits.maxEntrySizeBytes) (the log's largest entry)")
-        case "segment.bytes": return number(1 << 20, 1 << 40, "must be 1048576 (1 MiB) ... 1099511627776 (1 TiB)")
-        case "segment.ms": return number(1_000, .max, "must be at least 1000 (1 second)")
-        case "message.timestamp.type":
-            return ["CreateTime", "LogAppendTime"].contains(value) ? nil : "\(key)=\(value): must be CreateTime or LogAppendTime"
-        case "cleanup.policy":
-            return value == "delete" ? nil : "\(key)=\(value): only delete is supported (no log compaction)"
-        default: return nil
-        }
-    }
 
     /// Creates a topic; `.exists` when it already does.
     @discardableResult

@@ -421,8 +421,8 @@ public actor Log {
     /// the compacted flag (same LAC), marks the segment Sealed and deletes the original blocks. Safe to re-run
     /// after a crash at any step.
     public func compact(_ s: Versioned<SegmentMeta>) async throws {
-        await client.compactionSlots.acquire()
-        defer { client.compactionSlots.release() }
+        _ = await client.compactionSlots.reserve(1, timeoutMs: nil)  // no deadline: granted when one ends
+        defer { client.compactionSlots.release(1) }
         let objs = segmentStore(s.value.segmentId)
         guard let footer = try await objs.readFooter() else {
             throw WoodpeckerError(.corrupted, "completed segment \(objs.location) has no footer")

@@ -67,35 +67,3 @@ final class TailBudget: @unchecked Sendable {
         stale = 0
     }
 }
-
-/// At most `count` holders at once; the others wait in arrival order. Confined to the client's loop, like the logs
-/// that use it (one waiter per log at most: a log's auditor runs one pass at a time).
-final class LoopSlots: @unchecked Sendable {
-    let count: Int
-    private var free: Int
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-    /// The most holders seen at once (for tests and diagnostics).
-    private(set) var peakHolders = 0
-
-    init(count: Int) {
-        self.count = max(1, count)
-        free = self.count
-    }
-
-    func acquire() async {
-        if free > 0 {
-            free -= 1
-        } else {
-            await withCheckedContinuation { waiters.append($0) }  // the slot is handed over by `release`
-        }
-        peakHolders = max(peakHolders, count - free)
-    }
-
-    func release() {
-        if waiters.isEmpty {
-            free += 1
-        } else {
-            waiters.removeFirst().resume()
-        }
-    }
-}

@@ -30,7 +30,8 @@ public final class WoodpeckerClient: Sendable {
     /// Bounds the tail caches of all this client's logs together.
     let tailBudget: TailBudget
     /// Bounds the compactions running at once (`WALConfig.maxConcurrentCompactions`).
-    let compactionSlots: LoopSlots
+    /// At most `maxConcurrentCompactions` compactions at once (one unit each).
+    let compactionSlots: LoopBudget
 
     /// Bytes of decoded blocks the logs of this client cache for tail readers now (at most
     /// `config.tailCacheBytes`). Call on the client's loop.
@@ -79,7 +80,7 @@ public final class WoodpeckerClient: Sendable {
         self.writerName = "\(String(cChars: host))/\(getpid())"
         self.registry = LogRegistry(loop: loop)
         self.tailBudget = TailBudget(limit: config.tailCacheBytes, loop: loop)
-        self.compactionSlots = LoopSlots(count: config.maxConcurrentCompactions)
+        self.compactionSlots = LoopBudget(limit: max(1, config.maxConcurrentCompactions), loop: loop)
     }
 
     /// Creates a log; `.logAlreadyExists` if the name is taken. Log names are non-empty and contain no `/`.

@@ -167,17 +167,14 @@ struct BrokerSettings {
     /// (Kafka's `log.segment.bytes` and `log.roll.ms`).
     func walConfig() throws -> WALConfig {
         var w = WALConfig()
+        // The same ranges as the topic configs these settings are the defaults of.
         if let b = values["segment-bytes"] {
-            let v: Int = try int(b, "segment-bytes")
-            guard v >= 1 << 20, v <= 1 << 40 else {
-                throw ValidationError("segment-bytes: \(v) is outside 1048576 (1 MiB) ... 1099511627776 (1 TiB)")
-            }
-            w.segmentMaxBytes = v
+            if let problem = BrokerConfig.topicConfigProblem("segment.bytes", b) { throw ValidationError("segment-bytes: \(problem)") }
+            w.segmentMaxBytes = try int(b, "segment-bytes")
         }
         if let m = values["segment-ms"] {
-            let v: Int64 = try int(m, "segment-ms")
-            guard v >= 1_000 else { throw ValidationError("segment-ms: \(v) is below 1000 (1 second)") }
-            w.segmentMaxAgeMs = v
+            if let problem = BrokerConfig.topicConfigProblem("segment.ms", m) { throw ValidationError("segment-ms: \(problem)") }
+            w.segmentMaxAgeMs = try int(m, "segment-ms")
         }
         return w
     }

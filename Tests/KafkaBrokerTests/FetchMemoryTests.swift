@@ -11,7 +11,7 @@ import WoodpeckerIO
     @Test func budgetGrantsInArrivalOrderLetsOneOversizedThroughAndTimesOut() async throws {
         let loop = EventLoop(name: "budget-test")
         defer { loop.shutdown() }
-        let budget = ByteBudget(limit: 100, loop: loop)
+        let budget = LoopBudget(limit: 100, loop: loop)
         let order = Mutex<[String]>([])
         func onLoopTask<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> Task<T, Never> {
             Task(executorPreference: loop) { await body() }

@@ -85,7 +85,7 @@ import WoodpeckerStorage
                 for log in logs { g.addTask(executorPreference: env.loop) { await log.audit() } }
             }
             for log in logs { #expect(try await log.segmentMetas()[0].value.state == .sealed) }
-            #expect(client.compactionSlots.peakHolders == bound)
+            #expect(client.compactionSlots.peak == bound)
             for i in logs.indices {
                 #expect(try await readAll(try await env.client(config).openLog("many\(i)")).count == 20)
             }

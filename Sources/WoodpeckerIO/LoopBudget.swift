@@ -1,16 +1,15 @@
 import WoodpeckerCore
-import WoodpeckerIO
 
-/// A bound on bytes held by many requests at once, confined to the broker's loop. A holder reserves what it may
-/// need before it allocates; while others hold the budget it waits, in arrival order, for at most its own
-/// deadline. A reservation larger than the whole budget is let through once nothing else is held, so a single
-/// oversized request still makes progress.
-final class ByteBudget: @unchecked Sendable {
-    let limit: Int
+/// A bound on units (bytes, slots) held by many tasks at once, confined to one loop: the broker's fetch memory, a
+/// client's concurrent compactions. A holder reserves what it may need before it starts; while others hold the
+/// budget it waits, in arrival order, for at most its own deadline. A reservation larger than the whole budget is
+/// let through once nothing else is held, so a single oversized request still makes progress.
+public final class LoopBudget: @unchecked Sendable {
+    public let limit: Int
     private let loop: EventLoop
-    private(set) var used = 0
-    /// The most bytes reserved at once (for tests and diagnostics).
-    private(set) var peak = 0
+    public private(set) var used = 0
+    /// The most units reserved at once (for tests and diagnostics).
+    public private(set) var peak = 0
     private var waiters: [Waiter] = []
     private var nextId: UInt64 = 0
 
@@ -20,15 +19,16 @@ final class ByteBudget: @unchecked Sendable {
         var continuation: CheckedContinuation<Bool, Never>
     }
 
-    init(limit: Int, loop: EventLoop) {
+    public init(limit: Int, loop: EventLoop) {
         self.limit = max(1, limit)
         self.loop = loop
     }
 
     private func fits(_ bytes: Int) -> Bool { used == 0 || used + bytes <= limit }
 
-    /// Reserves `bytes`; false if they could not be had within `timeoutMs` (nothing is then reserved).
-    func reserve(_ bytes: Int, timeoutMs: UInt64) async -> Bool {
+    /// Reserves `bytes`; false if they could not be had within `timeoutMs` (nothing is then reserved). Without a
+    /// timeout it waits until they are granted (for holders whose own work is bounded).
+    public func reserve(_ bytes: Int, timeoutMs: UInt64?) async -> Bool {
         loop.preconditionInLoop()
         if waiters.isEmpty && fits(bytes) {
             take(bytes)
@@ -38,6 +38,7 @@ final class ByteBudget: @unchecked Sendable {
         let id = nextId
         return await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
             waiters.append(Waiter(id: id, bytes: bytes, continuation: c))
+            guard let timeoutMs else { return }
             loop.schedule(afterMs: timeoutMs) { [self] in
                 loop.preconditionInLoop()
                 guard let i = waiters.firstIndex(where: { $0.id == id }) else { return }
@@ -48,7 +49,7 @@ final class ByteBudget: @unchecked Sendable {
     }
 
     /// Returns bytes reserved earlier and lets waiting reservations in, in arrival order.
-    func release(_ bytes: Int) {
+    public func release(_ bytes: Int) {
         loop.preconditionInLoop()
         used -= bytes
         grantWaiting()
