@@ -238,7 +238,7 @@ public final class EventLoop: SerialExecutor, TaskExecutor, @unchecked Sendable 
             self.remote.withLock { $0.closed = true }
             self.handlesClosed = true
             uv_walk(self.uvLoop, { h, _ in
-                if uv_is_closing(h) == 0 { uv_close(h, nil) }
+                if let h { uvCloseIfOpen(h, nil) }
             }, nil)
         }
         pthread_join(thread, nil)

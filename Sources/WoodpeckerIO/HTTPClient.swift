@@ -287,12 +287,12 @@ public final class HTTPClient: @unchecked Sendable {
         sockets.removeAll()
         for case let t? in [timer, queueSweepTimer] {
             uv_timer_stop(t)
-            handlesClosing += 1
-            uv_close(uvHandle(t)) { h in
+            let closing = uvCloseIfOpen(t) { h in
                 let client = Unmanaged<HTTPClient>.fromOpaque(h!.pointee.data).takeUnretainedValue()
                 h!.deallocate()
                 client.handleClosed(count: 1)
             }
+            if closing { handlesClosing += 1 }
         }
         timer = nil
         queueSweepTimer = nil
@@ -690,13 +690,13 @@ private final class CurlSocket {
         guard !closed else { return }
         closed = true
         uv_poll_stop(poll)
-        client.handlesClosing += 1
-        uv_close(uvHandle(poll)) { h in
+        let closing = uvCloseIfOpen(poll) { h in
             let u = Unmanaged<CurlSocket>.fromOpaque(h!.pointee.data)
             h!.deallocate()
             let s = u.takeRetainedValue()
             s.client.handleClosed(count: 1)
         }
+        if closing { client.handlesClosing += 1 }
     }
 }
 

@@ -35,7 +35,7 @@ public final class SignalWatcher: @unchecked Sendable {
             loop.executeOrRun {
                 for i in 0..<n {
                     let h = UnsafeMutableRawPointer(self.handle + i).assumingMemoryBound(to: uv_handle_t.self)
-                    if uv_is_closing(h) == 0 { uv_close(h, nil) }
+                    uvCloseIfOpen(h, nil)
                 }
                 c.resume()
             }

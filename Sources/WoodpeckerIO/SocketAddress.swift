@@ -116,3 +116,17 @@ func uvErrorText(_ rc: Int32) -> String {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: uv_stream_t.self)
 }
 
+
+/// Closes `h` unless it is closing already, and says whether it did (when it did not, `callback` never runs).
+///
+/// `EventLoop.shutdown` closes every handle still open, without a callback. libuv then calls a stream's pending
+/// connect and shutdown requests back with ECANCELED from inside that close; an owner that reacts by closing
+/// the handle itself must not reach `uv_close` a second time, which aborts the process. Every owner closes its
+/// handles through here.
+@discardableResult
+func uvCloseIfOpen<T>(_ p: UnsafeMutablePointer<T>, _ callback: uv_close_cb?) -> Bool {
+    let h = uvHandle(p)
+    guard uv_is_closing(h) == 0 else { return false }
+    uv_close(h, callback)
+    return true
+}

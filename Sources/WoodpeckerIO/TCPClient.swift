@@ -65,7 +65,7 @@ private final class ConnectAttempt {
                 self.timedOut = true
                 self.timer?.close()
                 self.timer = nil
-                uv_close(uvHandle(self.tcp)) { $0?.deallocate() }
+                uvCloseIfOpen(self.tcp) { $0?.deallocate() }
             }
             timer!.start(afterMs: timeoutMs)
         }
@@ -86,7 +86,7 @@ private final class ConnectAttempt {
 
     private func fail(_ rc: Int32) {
         if !timedOut {
-            uv_close(uvHandle(tcp)) { $0?.deallocate() }
+            uvCloseIfOpen(tcp) { $0?.deallocate() }
             done(.failure(WoodpeckerError(.ioFailure, "connect to \(target): \(uvErrorText(rc)); is the server running and reachable?",
                                           retryable: true)))
         } else {

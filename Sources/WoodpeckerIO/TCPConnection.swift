@@ -322,7 +322,8 @@ public final class TCPConnection: @unchecked Sendable {
         state = .closing
         timer?.close()
         timer = nil
-        uv_close(uvHandle(tcp), tcpCloseCallback)
+        // Closed already when the loop shut down under a pending shutdown request: nothing more to do here.
+        uvCloseIfOpen(tcp, tcpCloseCallback)
     }
 
     fileprivate func didClose() {

@@ -65,7 +65,7 @@ public final class TCPServer: @unchecked Sendable {
         var rc = address.withSockaddr { uv_tcp_bind(l, $0, 0) }
         if rc == 0 { rc = uv_listen(uvStream(l), options.backlog, tcpServerConnectionCallback) }
         if rc != 0 {
-            uv_close(uvHandle(l)) { $0?.deallocate() }
+            uvCloseIfOpen(l) { $0?.deallocate() }
             throw WoodpeckerError(.ioFailure, "listen on \(name): \(uvErrorText(rc)); choose another address or port")
         }
         localAddress = SocketAddress.local(of: l) ?? address
@@ -87,7 +87,7 @@ public final class TCPServer: @unchecked Sendable {
         let rc = uv_accept(uvStream(listener), uvStream(tcp))
         if rc != 0 || connections.count >= options.maxConnections {
             if rc == 0 { rejectedConnections += 1 }
-            uv_close(uvHandle(tcp)) { $0?.deallocate() }
+            uvCloseIfOpen(tcp) { $0?.deallocate() }
             return
         }
         let conn = TCPConnection(loop: loop, tcp: tcp, options: options.connection)
@@ -119,7 +119,7 @@ public final class TCPServer: @unchecked Sendable {
             return
         }
         closing = true
-        uv_close(uvHandle(listener), tcpServerCloseCallback)
+        uvCloseIfOpen(listener, tcpServerCloseCallback)
         for c in Array(connections.values) { c.close() }
     }
 

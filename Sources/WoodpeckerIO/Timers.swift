@@ -53,7 +53,7 @@ public final class LoopTimer: @unchecked Sendable {
         let raw = UInt(bitPattern: h)
         loop.executeOrRun {
             let h = UnsafeMutablePointer<uv_handle_t>(bitPattern: raw)!
-            if uv_is_closing(h) == 0 { uv_close(h) { $0?.deallocate() } }
+            uvCloseIfOpen(h) { $0?.deallocate() }
         }
     }
 
@@ -64,10 +64,7 @@ public final class LoopTimer: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         uv_timer_stop(handle)
-        let h = UnsafeMutableRawPointer(handle).assumingMemoryBound(to: uv_handle_t.self)
-        if uv_is_closing(h) == 0 {
-            uv_close(h) { $0?.deallocate() }
-        }
+        uvCloseIfOpen(handle) { $0?.deallocate() }
         disarm()
     }
 }

@@ -213,6 +213,65 @@ import WoodpeckerCore
         _ = server
     }
 
+    /// A graceful close waits in `uv_shutdown` while the peer reads nothing. When the loop shuts down then, libuv
+    /// closes the socket and calls the pending shutdown request back with ECANCELED from inside its close;
+    /// that callback closed the handle a second time and aborted in `uv_close` (CI, session 7).
+    @Test func loopShutdownWithAGracefulCloseStillPendingDoesNotCloseTwice() async throws {
+        let serverLoop = EventLoop(name: "sink")
+        let probe = Shared(PauseProbe())
+        let server = try await TCPServer.bind(loop: serverLoop, host: "127.0.0.1", port: 0) { _ in
+            PausingHandler(probe: probe)
+        }
+        let loop = EventLoop(name: "pending-shutdown")
+        let conn = try await TCPClient.connect(loop: loop, host: "127.0.0.1", port: server.port)
+        let queued = Shared(0)
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            loop.execute {
+                // Far more than the socket buffers hold, so the write (and the shutdown behind it) stays pending.
+                conn.write(ByteBuffer(bytes: [UInt8](repeating: 7, count: 64 << 20)))
+                conn.close()
+                queued.with { $0 = conn.pendingWriteBytes }
+                c.resume()
+            }
+        }
+        #expect(queued.value > 0, "the write must still be pending when the loop shuts down")
+        _ = loop.shutdown()
+        await server.close()
+        #expect(serverLoop.shutdown() == 0)
+    }
+
+    /// The same for a connect still in progress: its callback comes back with ECANCELED during the loop's
+    /// shutdown and must not close the socket again.
+    @Test func loopShutdownWithAConnectStillPendingDoesNotCloseTwice() async throws {
+        let loop = EventLoop(name: "pending-connect")
+        // A listener whose backlog is full leaves further connects pending (SYNs are dropped, not refused).
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        #expect(listen(listener, 0) == 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            getsockname(listener, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let attempts = 8
+        let finished = Shared(0)
+        for _ in 0..<attempts {
+            Task {
+                _ = try? await TCPClient.connect(loop: loop, host: "127.0.0.1", port: port, connectTimeoutMs: 0)
+                finished.with { $0 += 1 }
+            }
+        }
+        try await Task.sleep(nanoseconds: 300_000_000)
+        // The backlog takes one or two; the rest stay pending.
+        #expect(finished.value < attempts)
+        _ = loop.shutdown()
+        close(listener)
+    }
+
     @Test func connectToClosedPortFailsClearly() async throws {
         let loop = EventLoop(name: "refused")
         let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0) { _ in EchoHandler() }
