@@ -30,7 +30,7 @@ extension Broker {
                     res.errorMessage = "Topic '\(t.name)' already exists."
                 case .invalidName: res.errorCode = KafkaErrorCode.invalidTopicException.rawValue
                     res.errorMessage = "invalid topic name \(t.name)"
-                case .invalidPartitions: res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
+                case .invalidPartitions, .invalidPartitionCount: res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
                     res.errorMessage = "invalid partition count \(t.numPartitions)"
                 case let .invalidConfig(m): res.errorCode = KafkaErrorCode.invalidConfig.rawValue
                     res.errorMessage = m
@@ -82,16 +82,27 @@ extension Broker {
         var resp = CreatePartitionsResponse()
         for t in req.topics {
             var res = CreatePartitionsResponse.CreatePartitionsTopicResult(name: t.name)
-            guard let cur = try await topics.topic(t.name) else {
-                res.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue
+            if req.topics.filter({ $0.name == t.name }).count > 1 {
+                res.errorCode = KafkaErrorCode.invalidRequest.rawValue
+                res.errorMessage = "Duplicate topic name \(t.name) in the request."
                 resp.results.append(res)
                 continue
             }
-            if t.count <= cur.partitions || t.count > 10_000 {
+            do {
+                try await topics.addPartitions(t.name, to: t.count, validateOnly: req.validateOnly)
+            } catch TopicManager.CreateError.invalidPartitionCount(let current) {
                 res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
-                res.errorMessage = "Topic currently has \(cur.partitions) partitions, which is higher than or equal to the requested \(t.count)."
-            } else if !req.validateOnly {
-                try await topics.addPartitions(t.name, to: t.count)
+                res.errorMessage = t.count > 10_000
+                    ? "Topic \(t.name) cannot have more than 10000 partitions; \(t.count) were requested."
+                    : "Topic currently has \(current) partitions, which is higher than or equal to the requested \(t.count)."
+            } catch let e as WoodpeckerError where e.code == .logNotFound {
+                res.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue
+                res.errorMessage = e.message
+            } catch {
+                Diagnostics.warn("adding partitions to topic \(t.name): \(error)")
+                let retryable = (error as? WoodpeckerError)?.isRetryable ?? false
+                res.errorCode = (retryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue
+                res.errorMessage = "cannot add partitions to topic \(t.name): \(error)"
             }
             resp.results.append(res)
         }

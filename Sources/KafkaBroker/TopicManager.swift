@@ -108,7 +108,10 @@ actor TopicManager {
         }
     }
 
-    enum CreateError: Error { case exists, invalidName, invalidPartitions, invalidConfig(String), invalidRequest(String) }
+    enum CreateError: Error {
+        case exists, invalidName, invalidPartitions, invalidConfig(String), invalidRequest(String)
+        case invalidPartitionCount(current: Int32)
+    }
 
     /// Throws `.invalidConfig` naming the first config that is unknown or has a value the broker cannot honour.
     func validate(_ configs: [String: String]) throws {
@@ -125,25 +128,40 @@ actor TopicManager {
     /// `CreateError.invalidConfig`.
     func alterConfigs(_ name: String, validateOnly: Bool,
                       _ change: @Sendable ([String: String]) throws -> [String: String]) async throws {
+        let changed = try await modify(name, what: "its configs were being altered") { t in
+            let configs = try change(t.configs)
+            try validate(configs.filter { t.configs[$0.key] != $0.value })
+            if validateOnly || configs == t.configs { return false }
+            t.configs = configs
+            return true
+        }
+        guard let t = changed else { return }
+        Diagnostics.info("topic \(name): configs now \(t.configs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })")
+        for p in partitions.values where p.topic == name { await applyRoll(to: p) }
+    }
+
+    /// Reads topic `name` from the metadata store (not the cache), lets `change` edit it, and writes it back only if
+    /// nobody changed or deleted it since it was read: a concurrent change makes this one fail retryably instead of
+    /// being lost, undoing the other (a partition count going down) or resurrecting a deleted topic. Returns the
+    /// record written, or nil when `change` returned false (nothing to write). Throws `.logNotFound` for a topic
+    /// that does not exist, and what `change` throws.
+    private func modify(_ name: String, what: String,
+                        _ change: (inout TopicRecord) throws -> Bool) async throws -> TopicRecord? {
         guard let kv = try await metadata.get(key(name)) else {
             topics[name] = nil
             throw WoodpeckerError(.logNotFound, "topic \(name) does not exist")
         }
         var t = try TopicRecord.decoded(kv.value)
-        let configs = try change(t.configs)
-        try validate(configs.filter { t.configs[$0.key] != $0.value })
-        if validateOnly || configs == t.configs { return }
-        t.configs = configs
+        topics[name] = t  // the latest stored record, also for a caller that changes nothing
+        guard try change(&t) else { return nil }
         let r = try await metadata.txn(compare: [.unchanged(key(name), modRevision: kv.modRevision)],
                                        then: [.put(key: key(name), value: Self.encode(t))], else: [])
         guard r.succeeded else {
             topics[name] = nil  // re-read on next use
-            throw WoodpeckerError(.metadataUnavailable, "topic \(name) changed while its configs were being altered; retry",
-                                  retryable: true)
+            throw WoodpeckerError(.metadataUnavailable, "topic \(name) changed while \(what); retry", retryable: true)
         }
         topics[name] = t
-        Diagnostics.info("topic \(name): configs now \(configs.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" })")
-        for p in partitions.values where p.topic == name { await applyRoll(to: p) }
+        return t
     }
 
     /// Gives partition `p` the roll settings of its topic as cached now (after an await, the latest ones).
@@ -201,12 +219,17 @@ actor TopicManager {
         return true
     }
 
-    func addPartitions(_ name: String, to count: Int32) async throws {
-        guard var t = try await topic(name) else { throw WoodpeckerError(.logNotFound, "topic \(name) does not exist") }
-        guard count > t.partitions else { throw CreateError.invalidPartitions }
-        t.partitions = count
-        try await metadata.put(key(name), Self.encode(t))
-        topics[name] = t
+    /// Grows topic `name` to `count` partitions (`validateOnly`: checks only). Throws `.invalidPartitions` with the
+    /// current count when `count` is not above it or beyond 10,000, `.logNotFound`, and a retryable error when the
+    /// topic changed meanwhile (two requests growing one topic at once: the second fails and retries against the
+    /// new count instead of setting its smaller one).
+    func addPartitions(_ name: String, to count: Int32, validateOnly: Bool = false) async throws {
+        let grown = try await modify(name, what: "partitions were being added") { t in
+            guard count > t.partitions, count <= 10_000 else { throw CreateError.invalidPartitionCount(current: t.partitions) }
+            t.partitions = count
+            return !validateOnly
+        }
+        if grown != nil { Diagnostics.info("topic \(name) now has \(count) partitions") }
     }
 
     /// The partition, or the Kafka error code a client should see: UNKNOWN_TOPIC_OR_PARTITION when it does not

@@ -213,6 +213,38 @@ import WoodpeckerIO
         }
     }
 
+    /// Two requests growing one topic at once: each read the count, then wrote its own. The later write won, so a
+    /// topic grown to 4 could end with 3 partitions after both had succeeded (partition 3 and its data gone from
+    /// view). Now the record is written with a compare on its revision: one grows, the other fails retryably,
+    /// and the count never goes down.
+    @Test func concurrentGrowthsNeverShrinkATopic() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            try await c.createTopic("race", partitions: 1)
+            let topics = b.broker.topics
+            var current: Int32 = 1
+            for _ in 0..<4 {
+                let big = current + 2, small = current + 1
+                // Both start on the broker loop in this order, so the second reads the count before the first wrote.
+                let first = Task(executorPreference: b.loop) { () -> Bool in
+                    (try? await topics.addPartitions("race", to: big)) != nil
+                }
+                let second = Task(executorPreference: b.loop) { () -> Bool in
+                    (try? await topics.addPartitions("race", to: small)) != nil
+                }
+                let (grewBig, grewSmall) = (await first.value, await second.value)
+                #expect(grewBig || grewSmall, "one of two growths must succeed")
+                let stored = try #require(try await onLoop(b.loop) { try await topics.topic("race") }).partitions
+                #expect(try await metadata(c, "race")?.partitions.count == Int(stored))
+                if grewBig { #expect(stored >= big, "a growth to \(big) was acknowledged, the topic has \(stored)") }
+                if grewSmall { #expect(stored >= small) }
+                #expect(stored > current)
+                current = stored
+            }
+            await c.close()
+        }
+    }
+
     @Test func describeConfigs() async throws {
         try await withBroker({ $0.nodeId = 3 }) { b in
             let c = try await b.connect()
