@@ -69,6 +69,12 @@ public final class Broker: @unchecked Sendable {
         connections[id] = nil
     }
 
+    /// Response bytes queued in the broker for its clients' sockets (diagnostics and tests; on the loop).
+    func pendingResponseBytes() -> Int {
+        loop.preconditionInLoop()
+        return connections.values.reduce(0) { $0 + $1.pendingWriteBytes }
+    }
+
     /// Stops accepting, closes connections and closes every partition's writer (sealing active segments).
     public func stop() async {
         retentionTask?.cancel()

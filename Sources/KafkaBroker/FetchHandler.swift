@@ -27,10 +27,13 @@ extension Broker {
             }
         }
         var total = 0
-        // Reserved from the broker's fetch budget once there is data to read; held until the response is built.
+        // Reserved from the broker's fetch budget once there is data to read; held, at the response's size, until
+        // the response has been written to the socket (a consumer that pipelines fetches and reads slowly would
+        // otherwise have every response it asked for queued in the broker).
         var reserved = 0
         var starved = false
-        defer { if reserved > 0 { fetchMemory.release(reserved) } }
+        var handedOver = false
+        defer { if reserved > 0 && !handedOver { fetchMemory.release(reserved) } }
         while true {
             for (i, s) in slots.enumerated() {
                 guard let log = s.log else { continue }
@@ -78,6 +81,15 @@ extension Broker {
             if total >= max(1, Int(req.minBytes)) || now >= deadline || starved { break }
             await appendSignal.wait(timeoutMs: deadline - now)
         }
-        return respond(response, r)
+        // The frame holds the records plus a few dozen bytes per partition: sized up front, not grown by doubling.
+        let overhead = 256 + req.topics.reduce(0) { $0 + $1.topic.utf8.count + 16 + 64 * $1.partitions.count }
+        let frame = KafkaHeaders.responseFrame(response, correlationId: r.correlationId, version: r.version,
+                                               capacity: total + overhead)
+        guard reserved > 0 else { return .respond(frame) }
+        let held = min(reserved, frame.readableBytes)
+        if reserved > held { fetchMemory.release(reserved - held) }
+        handedOver = true
+        let budget = fetchMemory
+        return .respond(frame, onSent: { budget.release(held) })
     }
 }

@@ -33,6 +33,8 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
         var requestBytes: Int
         /// Close the connection (logging this) when this slot's turn comes, after every earlier response.
         var closeReason: String?
+        /// Runs once `response` is written or dropped (see `KafkaResponseOutcome.respond`).
+        var onSent: (@Sendable () -> Void)?
     }
 
     init(broker: Broker, id: UInt64) {
@@ -90,10 +92,15 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
 
     private func complete(_ seq: UInt64, _ outcome: KafkaResponseOutcome) {
         broker.loop.preconditionInLoop()
-        guard !closed, let connection = tcp else { return }
+        guard !closed, let connection = tcp else {
+            if case let .respond(_, onSent?) = outcome { onSent() }
+            return
+        }
         let i = slotHead + Int(seq - firstSeq)
         switch outcome {
-        case let .respond(frame): slots[i].response = frame
+        case let .respond(frame, onSent):
+            slots[i].response = frame
+            slots[i].onSent = onSent
         case .noResponse: break
         case let .close(reason): slots[i].closeReason = reason
         }
@@ -108,7 +115,13 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
                 Diagnostics.warn("closing connection from \(connection.peerAddress): \(reason)")
                 return abort(connection)
             }
-            if let r = slots[slotHead].response { connection.write(r) }
+            if let r = slots[slotHead].response {
+                // The slot stays in the array until it is compacted: it must not keep the frame alive.
+                slots[slotHead].response = nil
+                let onSent = slots[slotHead].onSent
+                slots[slotHead].onSent = nil
+                connection.write(r, completion: onSent.map { f in { _ in f() } })
+            }
             inFlightBytes -= slots[slotHead].requestBytes
             slotHead += 1
             firstSeq += 1
@@ -155,6 +168,7 @@ final class KafkaConnection: TCPConnectionHandler, @unchecked Sendable {
 
     func connectionClosed(_ connection: TCPConnection, error: WoodpeckerError?) {
         closed = true
+        for s in slots[slotHead...] { s.onSent?() }  // responses that will never be written
         slots.removeAll()
         broker.connectionClosed(id)
     }
@@ -180,7 +194,9 @@ struct ProduceOrder: Sendable {
 }
 
 enum KafkaResponseOutcome: Sendable {
-    case respond(ByteBuffer)
+    /// `onSent` runs once the frame has left for the socket or will never be sent (the connection closed), on the
+    /// broker loop; it releases what the response holds (a fetch's share of the fetch memory budget).
+    case respond(ByteBuffer, onSent: (@Sendable () -> Void)? = nil)
     /// acks=0 produce: the client expects nothing.
     case noResponse
     /// Malformed or unsupported: close this connection only.

@@ -41,9 +41,11 @@ public enum KafkaHeaders {
         header.encode(to: &buffer, version: responseHeaderVersion(apiKey: apiKey, version: version))
     }
 
-    /// A complete response frame: `int32 size | response header | body`.
-    public static func responseFrame<M: KafkaMessage>(_ body: M, correlationId: Int32, version: Int16) -> ByteBuffer {
-        var out = ByteBuffer()
+    /// A complete response frame: `int32 size | response header | body`. `capacity`: the expected size, when known
+    /// (a large frame then needs no copies while it grows).
+    public static func responseFrame<M: KafkaMessage>(_ body: M, correlationId: Int32, version: Int16,
+                                                      capacity: Int = 0) -> ByteBuffer {
+        var out = ByteBuffer(capacity: capacity)
         let sizeAt = out.reserveBytes(4)
         encodeResponseHeader(correlationId: correlationId, apiKey: M.apiKey, version: version, to: &out)
         body.encode(to: &out, version: version)

@@ -77,4 +77,82 @@ import WoodpeckerIO
             await c.close()
         }
     }
+
+    /// A consumer that pipelines fetches and reads its socket slowly: the budget used to be released once a response
+    /// was built, so every response it asked for piled up in the broker's write queue (heaptrack: 2.6 GB of fetch
+    /// response frames at the peak of a catch-up consume). Now a response holds its share until it is written.
+    @Test func unsentResponsesStayWithinTheBudget() async throws {
+        try await withBroker({ $0.fetchResponseBudgetBytes = 1 << 20; $0.fetchMaxBytes = 1 << 20 }) { b in
+            let c = try await b.connect()
+            #expect(try await c.createTopic("slow").errorCode == 0)
+            for i in 0..<5 {
+                let r = try await c.produce("slow", makeBatch(count: 1, prefix: "s\(i)", valueSize: 200 << 10).bytes)
+                #expect(r.errorCode == 0)
+            }
+            // Stops reading its socket after 2 MiB; the kernel's loopback buffers take a few MiB more.
+            let slow = try await b.connect(inboxBytes: 2 << 20)
+            let fetches = 40  // about 1 MiB each: 40 MiB asked for
+            // All in one write, so that the broker has read every request before the first response fills the socket
+            // (reading stops only while the connection is not writable; requests already read are all served).
+            var ids: [Int32] = []
+            var requests = ByteBuffer()
+            for _ in 0..<fetches {
+                let id = slow.correlationId()
+                ids.append(id)
+                requests.writeBuffer(KafkaHeaders.requestFrame(slow.fetchRequest("slow", offset: 0, maxWaitMs: 100, maxBytes: 1 << 20),
+                                                               version: 12, correlationId: id, clientId: "slow"))
+            }
+            await slow.writeNoWait(requests)
+            var queued = 0
+            for _ in 0..<30 {
+                try await Task.sleep(nanoseconds: 100_000_000)
+                queued = max(queued, try await onLoop(b.loop) { b.broker.pendingResponseBytes() })
+            }
+            // What the broker holds for the socket: the budget plus one response that went out alone.
+            #expect(queued <= (2 << 20) + (64 << 10), "\(queued) response bytes queued in the broker with a 1 MiB budget")
+            // Every fetch is answered, with records or (starved) without, and the budget is given back.
+            var withRecords = 0
+            for id in ids {
+                let r = try await slow.read(FetchResponse.self, version: 12, correlationId: id)
+                let p = try #require(r.responses.first?.partitions.first)
+                #expect(p.errorCode == 0)
+                if try batches(p.records).count > 0 { withRecords += 1 }
+            }
+            #expect(withRecords > 0)
+            var used = -1
+            for _ in 0..<50 {
+                used = try await onLoop(b.loop) { b.broker.fetchMemory.used }
+                if used == 0 { break }
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+            #expect(used == 0, "\(used) bytes of the fetch budget still held after every response was read")
+            await slow.close()
+            await c.close()
+        }
+    }
+
+    /// A written response was kept in the connection's slot array until the array was compacted (after 256 more
+    /// requests), so a consumer's last few hundred fetch responses stayed in memory after they were sent (heaptrack:
+    /// 1.3 GB of response frames at the peak of a catch-up consume with the fetch budget at 256 MiB).
+    @Test func writtenResponsesAreNotKept() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            #expect(try await c.createTopic("kept").errorCode == 0)
+            for i in 0..<5 {
+                let r = try await c.produce("kept", makeBatch(count: 1, prefix: "k\(i)", valueSize: 200 << 10).bytes)
+                #expect(r.errorCode == 0)
+            }
+            _ = try await c.fetch("kept", offset: 0, maxBytes: 1 << 20)
+            let before = MemoryReleaser.allocatorStats()
+            for _ in 0..<40 {
+                let f = try await c.fetch("kept", offset: 0, maxBytes: 1 << 20)
+                #expect(try batches(f.records).count == 5)
+            }
+            let after = MemoryReleaser.allocatorStats()
+            let grown = (after.used + after.mapped) - (before.used + before.mapped)
+            // 40 responses of 1 MiB were sent; none of them may stay.
+            #expect(grown < 16 << 20, "\(grown >> 20) MiB more in use after 40 fetches of 1 MiB")
+            await c.close()
+        }
+    }
 }
