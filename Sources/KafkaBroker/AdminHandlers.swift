@@ -20,7 +20,7 @@ extension Broker {
                 res.replicationFactor = 1
                 if r.version >= 5 {
                     res.configs = config.topicConfigs(of: rec).sorted { $0.key < $1.key }.map {
-                        .init(name: $0.key, value: $0.value, readOnly: false, configSource: rec.configs[$0.key] == nil ? 5 : 1,
+                        .init(name: $0.key, value: $0.value, readOnly: false, configSource: config.topicConfigSource($0.key, of: rec),
                               isSensitive: false)
                     }
                 }
@@ -117,7 +117,7 @@ extension Broker {
             var out = DescribeConfigsResponse.DescribeConfigsResult(resourceType: res.resourceType, resourceName: res.resourceName)
             out.errorMessage = nil
             var entries: [String: String] = [:]
-            var own: [String: String] = [:]
+            var topic: TopicRecord?
             switch res.resourceType {
             case 2:  // topic
                 guard let t = try await topics.topic(res.resourceName) else {
@@ -126,7 +126,7 @@ extension Broker {
                     continue
                 }
                 entries = config.topicConfigs(of: t)
-                own = t.configs
+                topic = t
             case 4:  // broker
                 entries = ["broker.id": String(config.nodeId), "num.partitions": String(config.defaultPartitions),
                            "auto.create.topics.enable": String(config.autoCreateTopics),
@@ -139,10 +139,11 @@ extension Broker {
             }
             let wanted = res.configurationKeys.map(Set.init)
             for (k, v) in entries.sorted(by: { $0.key < $1.key }) where wanted?.contains(k) ?? true {
-                let isDefault = res.resourceType == 2 && own[k] == nil
+                // A broker's settings are all static (set when it starts).
+                let source = topic.map { config.topicConfigSource(k, of: $0) } ?? 4
                 var e = DescribeConfigsResponse.DescribeConfigsResourceResult(name: k, value: v)
-                e.isDefault = isDefault
-                e.configSource = isDefault ? 5 : (res.resourceType == 2 ? 1 : 4)
+                e.isDefault = source == 5
+                e.configSource = source
                 e.documentation = nil
                 out.configs.append(e)
             }

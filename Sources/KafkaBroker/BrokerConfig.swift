@@ -41,6 +41,10 @@ public struct BrokerConfig: Sendable {
         "segment.bytes": String(Limits.segmentMaxBytes),
         "segment.ms": String(Limits.segmentMaxAgeMs),
     ]
+    /// Topic configs whose default the operator set for this broker (flags, environment, config file): DescribeConfigs
+    /// reports them with source STATIC_BROKER_CONFIG, as Kafka does for `log.*` settings in server.properties, and
+    /// the other defaults with DEFAULT_CONFIG.
+    public var staticTopicConfigs: Set<String> = []
     /// How often retention is enforced.
     public var retentionCheckIntervalMs: UInt64 = 30_000
     /// Recent batches scanned per partition at startup to rebuild idempotent-producer state.

@@ -45,6 +45,13 @@ extension BrokerConfig {
         t.configs[key] ?? defaultTopicConfigs[key]
     }
 
+    /// Where the value of topic config `key` for `t` comes from, as DescribeConfigs reports it: DYNAMIC_TOPIC_CONFIG
+    /// (1) for the topic's own, STATIC_BROKER_CONFIG (4) for a default the operator set, else DEFAULT_CONFIG (5).
+    func topicConfigSource(_ key: String, of t: TopicRecord) -> Int8 {
+        if t.configs[key] != nil { return 1 }
+        return staticTopicConfigs.contains(key) ? 4 : 5
+    }
+
     /// Every config of `t` with its value (its own over the broker's defaults).
     func topicConfigs(of t: TopicRecord) -> [String: String] {
         defaultTopicConfigs.merging(t.configs) { _, own in own }

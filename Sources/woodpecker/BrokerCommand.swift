@@ -160,6 +160,9 @@ struct BrokerSettings {
             guard ms <= 300_000 else { throw ValidationError("group-initial-rebalance-delay-ms: \(ms) is above 300000 (5 minutes)") }
             c.groups.initialRebalanceDelayMs = ms
         }
+        // Topic defaults set here (their values reach the topics through the WAL config, see walConfig()).
+        if values["segment-bytes"] != nil { c.staticTopicConfigs.insert("segment.bytes") }
+        if values["segment-ms"] != nil { c.staticTopicConfigs.insert("segment.ms") }
         return c
     }
 

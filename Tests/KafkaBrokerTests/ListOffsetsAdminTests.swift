@@ -246,7 +246,7 @@ import WoodpeckerIO
     }
 
     @Test func describeConfigs() async throws {
-        try await withBroker({ $0.nodeId = 3 }) { b in
+        try await withBroker({ $0.nodeId = 3; $0.staticTopicConfigs = ["segment.bytes"] }) { b in
             let c = try await b.connect()
             try await c.createTopic("dc", configs: ["retention.ms": "1234"])
             var req = DescribeConfigsRequest()
@@ -264,6 +264,10 @@ import WoodpeckerIO
             let maxBytes = try #require(all.configs.first { $0.name == "max.message.bytes" })
             #expect(maxBytes.value == "1048588")
             #expect(maxBytes.configSource == 5)  // DEFAULT_CONFIG
+            // A default the operator set (here as if by --segment-bytes) is STATIC_BROKER_CONFIG, as in Kafka.
+            let segmentBytes = try #require(all.configs.first { $0.name == "segment.bytes" })
+            #expect(segmentBytes.configSource == 4)
+            #expect(all.configs.first { $0.name == "segment.ms" }?.configSource == 5)
             #expect(Set(all.configs.map(\.name)).isSuperset(of: ["cleanup.policy", "message.timestamp.type", "retention.bytes", "segment.bytes"]))
             #expect(r.results[1].configs.map(\.name) == ["cleanup.policy"])
             #expect(r.results[1].configs.first?.value == "delete")

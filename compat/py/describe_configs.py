@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Prints `name=value` for each config of a topic, from confluent-kafka's AdminClient.describe_configs
-(DescribeConfigs). Exit 1 when the request fails."""
+(DescribeConfigs); with --sources, `name=value SOURCE` (e.g. DEFAULT_CONFIG, STATIC_BROKER_CONFIG,
+DYNAMIC_TOPIC_CONFIG). Exit 1 when the request fails."""
 import argparse
 
 from kcommon import die
@@ -11,8 +12,9 @@ def main():
     ap.add_argument("--bootstrap", required=True)
     ap.add_argument("--topic", required=True)
     ap.add_argument("--timeout", type=float, default=30)
+    ap.add_argument("--sources", action="store_true", help="append where each value comes from")
     a = ap.parse_args()
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
 
     admin = AdminClient({"bootstrap.servers": a.bootstrap})
     res = ConfigResource(ConfigResource.Type.TOPIC, a.topic)
@@ -21,7 +23,13 @@ def main():
     except Exception as e:  # noqa: BLE001 - report whatever the client raised
         die(f"DescribeConfigs {a.topic}: {e}")
     for name in sorted(configs):
-        print(f"{name}={configs[name].value}")
+        entry = configs[name]
+        if a.sources:
+            source = entry.source if hasattr(entry.source, "name") else ConfigSource(entry.source)
+            source = source.name
+            print(f"{name}={entry.value} {source}")
+        else:
+            print(f"{name}={entry.value}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 # Broker settings that shape the logs: --segment-bytes and --segment-ms (Kafka's log.segment.bytes and
 # log.roll.ms). A broker rolling at 1 MiB takes 4 MiB of kcat records into several segments and reads
 # every record back across them; DescribeConfigs reports the settings as the topic's segment.bytes and
-# segment.ms; a broker rolling after 2 s starts a new segment for records produced after a pause; out
-# of range values stop the broker with a message naming the setting. Woodpecker only.
+# segment.ms, with the sources Kafka gives (STATIC_BROKER_CONFIG for a flag, DEFAULT_CONFIG otherwise);
+# a broker rolling after 2 s starts a new segment for records produced after a pause; out of range
+# values stop the broker with a message naming the setting. Woodpecker only.
 . "$(dirname "$0")/../lib.sh"
 require_python_modules confluent_kafka
 [ "$BROKER_KIND" = woodpecker ] || skip_suite "woodpecker broker settings"
@@ -28,6 +29,11 @@ check "kcat: every record read back in order across the segments" \
 py describe_configs.py --topic "$T" >"$COMPAT_TMP/configs.txt"
 check "DescribeConfigs: segment.bytes=1048576" grep -qx "segment.bytes=1048576" "$COMPAT_TMP/configs.txt"
 check "DescribeConfigs: segment.ms=600000" grep -qx "segment.ms=600000" "$COMPAT_TMP/configs.txt"
+py describe_configs.py --topic "$T" --sources >"$COMPAT_TMP/sources.txt"
+check "DescribeConfigs: segment.bytes set by --segment-bytes is STATIC_BROKER_CONFIG" \
+  grep -qx "segment.bytes=1048576 STATIC_BROKER_CONFIG" "$COMPAT_TMP/sources.txt"
+check "DescribeConfigs: retention.ms, set nowhere, is DEFAULT_CONFIG" \
+  grep -qx "retention.ms=604800000 DEFAULT_CONFIG" "$COMPAT_TMP/sources.txt"
 check "confluent-kafka incremental_alter_configs: retention.ms=86400000 on $T" \
   py alter_configs.py --topic "$T" --client confluent retention.ms=86400000
 check "DescribeConfigs after it: retention.ms=86400000" bash -c '"$@" | grep -qx retention.ms=86400000' _ \
