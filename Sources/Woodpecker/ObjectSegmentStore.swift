@@ -1,5 +1,6 @@
 import Synchronization
 import WoodpeckerCore
+import WoodpeckerIO
 import WoodpeckerStorage
 
 /// Object layout of one segment: `<prefix><logId>/<segmentId>/<n>.blk`, `m_<n>.blk`, `footer.blk`.
@@ -249,7 +250,11 @@ extension ObjectSegmentStore {
             }
             guard !entries.isEmpty else { continue }
             let n = Int32(merged.count)
-            let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: nextFirst, entries: entries, includeHeader: n == 0)
+            // Mapped on its own, whatever its size: a transient buffer of ~`targetBytes` taken from the loop thread's
+            // arena among long-lived small allocations left that arena fragmented once freed (the QuorumBuffer
+            // broker's RSS kept a step of ~50 MiB from its first compactions on).
+            let bytes = SegmentCodec.encodeBlock(blockNumber: n, firstEntryId: nextFirst, entries: entries, includeHeader: n == 0,
+                                                 minCapacity: MemoryReleaser.mmapThresholdBytes)
             try await store.put(mergedKey(n), bytes)
             merged.append(BlockInfo.of(n, nextFirst, entries, size: bytes.readableBytes))
             nextFirst += Int64(entries.count)

@@ -104,9 +104,11 @@ public enum SegmentCodec {
     /// One block object: `[Header if blockNumber == 0 or includeHeader][BlockHeader][Data...]`.
     ///
     /// Preconditions (programmer errors): `entries` is not empty, keys are non-decreasing, the data bytes fit the
-    /// 32-bit block length.
+    /// 32-bit block length. `minCapacity`: allocate at least this much (a caller that wants a large block mapped on
+    /// its own rather than taken from an allocator arena passes the allocator's mmap threshold; pages past the
+    /// block's size are never touched).
     public static func encodeBlock(blockNumber: Int32, firstEntryId: Int64, entries: [SegmentEntry],
-                                   includeHeader: Bool) -> ByteBuffer {
+                                   includeHeader: Bool, minCapacity: Int = 0) -> ByteBuffer {
         precondition(!entries.isEmpty, "a block holds at least one entry")
         precondition(blockNumber >= 0 && firstEntryId >= 0, "block number and entry ids are not negative")
         var dataBytes = 0
@@ -120,8 +122,8 @@ public enum SegmentCodec {
         }
         precondition(dataBytes <= Int(UInt32.max), "block data exceeds 4 GiB")
         let withHeader = includeHeader || blockNumber == 0
-        var out = RecordWriter(capacity: (withHeader ? recordOverhead + headerPayload : 0)
-            + recordOverhead + blockHeaderPayload + dataBytes)
+        var out = RecordWriter(capacity: max(minCapacity, (withHeader ? recordOverhead + headerPayload : 0)
+            + recordOverhead + blockHeaderPayload + dataBytes))
         if withHeader {
             out.record(.header) { w in
                 w.append(formatVersion)

@@ -84,6 +84,21 @@ func flipping(_ b: ByteBuffer, bit: Int) -> ByteBuffer {
         }
     }
 
+    /// Compaction asks for merged blocks in a buffer of at least the allocator's mmap threshold: the bytes must be
+    /// exactly those of a block encoded at its own size, and the spare capacity never part of it.
+    @Test func aLargerMinimumCapacityChangesNothingEncoded() throws {
+        var g = CodecGen(seed: 7)
+        for _ in 0..<50 {
+            let entries = g.entries()
+            let plain = SegmentCodec.encodeBlock(blockNumber: 0, firstEntryId: 5, entries: entries, includeHeader: true)
+            let roomy = SegmentCodec.encodeBlock(blockNumber: 0, firstEntryId: 5, entries: entries, includeHeader: true,
+                                                 minCapacity: 1 << 20)
+            #expect(roomy.readableBytes == plain.readableBytes)
+            #expect(roomy.readableBytesArray == plain.readableBytesArray)
+            #expect(try SegmentCodec.decodeBlock(roomy).entries == entries)
+        }
+    }
+
     @Test func decodesFromABufferThatIsASliceOfALargerOne() throws {
         var g = CodecGen(seed: 2)
         let entries = g.entries(count: 5)
