@@ -25,9 +25,10 @@ public struct BrokerConfig: Sendable {
     public var maxInFlightBytesPerConnection = 32 * 1024 * 1024
     /// Largest fetch response (Kafka's broker `fetch.max.bytes`): a request's `max_bytes` above it is lowered to it.
     public var fetchMaxBytes = 57_671_680
-    /// Bytes of fetch responses being assembled at once across the broker. Each response is built in memory before
-    /// it is written (no zero-copy send), so catch-up consumers with many large fetches in flight would otherwise
-    /// hold up to `fetchMaxBytes` each; past this a fetch waits (up to its max_wait_ms) for others to finish.
+    /// Bytes of fetch responses being assembled or waiting to be written, across the broker. Each response is built
+    /// in memory before it is written (no zero-copy send), so catch-up consumers with many large fetches in flight
+    /// would otherwise hold up to `fetchMaxBytes` each; a response holds its share until it has been written to the
+    /// socket, and past this a fetch waits (up to its max_wait_ms) for others to go out.
     public var fetchResponseBudgetBytes = 256 * 1024 * 1024
     public var autoCreateTopics = true
     public var defaultPartitions: Int32 = 1
