@@ -24,25 +24,8 @@ extension Broker {
                               isSensitive: false)
                     }
                 }
-            } catch let e as TopicManager.CreateError {
-                switch e {
-                case .exists: res.errorCode = KafkaErrorCode.topicAlreadyExists.rawValue
-                    res.errorMessage = "Topic '\(t.name)' already exists."
-                case .invalidName: res.errorCode = KafkaErrorCode.invalidTopicException.rawValue
-                    res.errorMessage = "invalid topic name \(t.name)"
-                case .invalidPartitions, .invalidPartitionCount: res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
-                    res.errorMessage = "invalid partition count \(t.numPartitions)"
-                case let .invalidConfig(m): res.errorCode = KafkaErrorCode.invalidConfig.rawValue
-                    res.errorMessage = m
-                case let .invalidRequest(m): res.errorCode = KafkaErrorCode.invalidRequest.rawValue
-                    res.errorMessage = m
-                }
-            } catch let e as WoodpeckerError {
-                // The metadata store (etcd) is away or failing: a per-topic error, retryable when the cause is,
-                // instead of dropping the client's connection.
-                Diagnostics.warn("CreateTopics \(t.name): \(e)")
-                res.errorCode = (e.isRetryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue
-                res.errorMessage = "cannot create topic \(t.name): \(e.message)"
+            } catch {
+                (res.errorCode, res.errorMessage) = topicRequestError(error, topic: t.name, doing: "create")
             }
             resp.topics.append(res)
         }
@@ -80,9 +63,10 @@ extension Broker {
     func createPartitions(_ r: KafkaRequest) async throws -> KafkaResponseOutcome {
         let req = try decode(CreatePartitionsRequest.self, r)
         var resp = CreatePartitionsResponse()
+        let listed = req.topics.reduce(into: [String: Int]()) { $0[$1.name, default: 0] += 1 }
         for t in req.topics {
             var res = CreatePartitionsResponse.CreatePartitionsTopicResult(name: t.name)
-            if req.topics.filter({ $0.name == t.name }).count > 1 {
+            if listed[t.name, default: 0] > 1 {
                 res.errorCode = KafkaErrorCode.invalidRequest.rawValue
                 res.errorMessage = "Duplicate topic name \(t.name) in the request."
                 resp.results.append(res)
@@ -90,19 +74,8 @@ extension Broker {
             }
             do {
                 try await topics.addPartitions(t.name, to: t.count, validateOnly: req.validateOnly)
-            } catch TopicManager.CreateError.invalidPartitionCount(let current) {
-                res.errorCode = KafkaErrorCode.invalidPartitions.rawValue
-                res.errorMessage = t.count > 10_000
-                    ? "Topic \(t.name) cannot have more than 10000 partitions; \(t.count) were requested."
-                    : "Topic currently has \(current) partitions, which is higher than or equal to the requested \(t.count)."
-            } catch let e as WoodpeckerError where e.code == .logNotFound {
-                res.errorCode = KafkaErrorCode.unknownTopicOrPartition.rawValue
-                res.errorMessage = e.message
             } catch {
-                Diagnostics.warn("adding partitions to topic \(t.name): \(error)")
-                let retryable = (error as? WoodpeckerError)?.isRetryable ?? false
-                res.errorCode = (retryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue
-                res.errorMessage = "cannot add partitions to topic \(t.name): \(error)"
+                (res.errorCode, res.errorMessage) = topicRequestError(error, topic: t.name, doing: "add partitions to")
             }
             resp.results.append(res)
         }
@@ -211,24 +184,40 @@ extension Broker {
             do {
                 try await topics.alterConfigs(name, validateOnly: validateOnly, change)
                 return (0, nil)
-            } catch let e as TopicManager.CreateError {
-                if case let .invalidConfig(m) = e { return (KafkaErrorCode.invalidConfig.rawValue, m) }
-                if case let .invalidRequest(m) = e { return (KafkaErrorCode.invalidRequest.rawValue, m) }
-                return (KafkaErrorCode.invalidRequest.rawValue, "\(e)")
-            } catch let e as WoodpeckerError where e.code == .logNotFound {
-                return (KafkaErrorCode.unknownTopicOrPartition.rawValue, e.message)
-            } catch let e as WoodpeckerError {
-                Diagnostics.warn("altering configs of topic \(name): \(e)")
-                return ((e.isRetryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue,
-                        "cannot change the configs of topic \(name): \(e.message)")
             } catch {
-                return (KafkaErrorCode.unknownServerError.rawValue, "\(error)")
+                return topicRequestError(error, topic: name, doing: "change the configs of")
             }
         case 4:
             return (KafkaErrorCode.invalidRequest.rawValue,
                     "broker configs are set when the broker starts (flags, WOODPECKER_* variables, config file)")
         default:
             return (KafkaErrorCode.invalidRequest.rawValue, "unsupported resource type \(type)")
+        }
+    }
+
+    /// The Kafka error code and message for a topic request that failed: a refusal (`TopicManager.CreateError`) gets
+    /// its own code; a topic that does not exist UNKNOWN_TOPIC_OR_PARTITION; the metadata store away or failing a
+    /// per-topic error, REQUEST_TIMED_OUT (retriable) when the cause is retryable, instead of dropping the client's
+    /// connection. `doing` completes "cannot ... topic NAME".
+    func topicRequestError(_ error: any Error, topic: String, doing: String) -> (Int16, String?) {
+        switch error {
+        case let e as TopicManager.CreateError:
+            switch e {
+            case .exists: return (KafkaErrorCode.topicAlreadyExists.rawValue, "Topic '\(topic)' already exists.")
+            case .invalidName: return (KafkaErrorCode.invalidTopicException.rawValue, "invalid topic name \(topic)")
+            case let .invalidPartitions(m): return (KafkaErrorCode.invalidPartitions.rawValue, m)
+            case let .invalidConfig(m): return (KafkaErrorCode.invalidConfig.rawValue, m)
+            case let .invalidRequest(m): return (KafkaErrorCode.invalidRequest.rawValue, m)
+            }
+        case let e as WoodpeckerError where e.code == .logNotFound:
+            return (KafkaErrorCode.unknownTopicOrPartition.rawValue, e.message)
+        case let e as WoodpeckerError:
+            Diagnostics.warn("cannot \(doing) topic \(topic): \(e)")
+            return ((e.isRetryable ? KafkaErrorCode.requestTimedOut : .unknownServerError).rawValue,
+                    "cannot \(doing) topic \(topic): \(e.message)")
+        default:
+            Diagnostics.warn("cannot \(doing) topic \(topic): \(error)")
+            return (KafkaErrorCode.unknownServerError.rawValue, "cannot \(doing) topic \(topic): \(error)")
         }
     }
 }

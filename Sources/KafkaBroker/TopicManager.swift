@@ -115,10 +115,11 @@ actor TopicManager {
         }
     }
 
-    enum CreateError: Error {
-        case exists, invalidName, invalidPartitions, invalidConfig(String), invalidRequest(String)
-        case invalidPartitionCount(current: Int32)
-    }
+    /// Refusals of a topic request, each answered with its Kafka error code (`Broker.topicRequestError`).
+    enum CreateError: Error { case exists, invalidName, invalidPartitions(String), invalidConfig(String), invalidRequest(String) }
+
+    /// The most partitions a topic may have.
+    static let maxPartitions: Int32 = 10_000
 
     /// Throws `.invalidConfig` naming the first config that is unknown or has a value the broker cannot honour.
     func validate(_ configs: [String: String]) throws {
@@ -177,13 +178,14 @@ actor TopicManager {
         await p.setRoll(SegmentRoll(topicConfigs: t.configs))
     }
 
-
     /// Creates a topic; `.exists` when it already does.
     @discardableResult
     func create(_ name: String, partitions: Int32, configs: [String: String], validateOnly: Bool = false) async throws -> TopicRecord {
         guard Self.validTopicName(name) else { throw CreateError.invalidName }
         let n = partitions <= 0 ? config.defaultPartitions : partitions
-        guard n >= 1, n <= 10_000 else { throw CreateError.invalidPartitions }
+        guard n >= 1, n <= Self.maxPartitions else {
+            throw CreateError.invalidPartitions("invalid partition count \(partitions): a topic has 1...\(Self.maxPartitions)")
+        }
         try validate(configs)
         if try await topic(name) != nil { throw CreateError.exists }
         let id = KafkaUUID.random()
@@ -226,13 +228,18 @@ actor TopicManager {
         return true
     }
 
-    /// Grows topic `name` to `count` partitions (`validateOnly`: checks only). Throws `.invalidPartitions` with the
-    /// current count when `count` is not above it or beyond 10,000, `.logNotFound`, and a retryable error when the
-    /// topic changed meanwhile (two requests growing one topic at once: the second fails and retries against the
+    /// Grows topic `name` to `count` partitions (`validateOnly`: checks only). Throws `.invalidPartitions` when
+    /// `count` is not above the current count or beyond `maxPartitions`, `.logNotFound`, and a retryable error when
+    /// the topic changed meanwhile (two requests growing one topic at once: the second fails and retries against the
     /// new count instead of setting its smaller one).
     func addPartitions(_ name: String, to count: Int32, validateOnly: Bool = false) async throws {
         let grown = try await modify(name, what: "partitions were being added") { t in
-            guard count > t.partitions, count <= 10_000 else { throw CreateError.invalidPartitionCount(current: t.partitions) }
+            guard count <= Self.maxPartitions else {
+                throw CreateError.invalidPartitions("Topic \(name) cannot have more than \(Self.maxPartitions) partitions; \(count) were requested.")
+            }
+            guard count > t.partitions else {
+                throw CreateError.invalidPartitions("Topic currently has \(t.partitions) partitions, which is higher than or equal to the requested \(count).")
+            }
             t.partitions = count
             return !validateOnly
         }

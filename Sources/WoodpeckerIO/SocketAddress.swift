@@ -116,7 +116,6 @@ func uvErrorText(_ rc: Int32) -> String {
     UnsafeMutableRawPointer(p).assumingMemoryBound(to: uv_stream_t.self)
 }
 
-
 /// Closes `h` unless it is closing already, and says whether it did (when it did not, `callback` never runs).
 ///
 /// `EventLoop.shutdown` closes every handle still open, without a callback. libuv then calls a stream's pending
