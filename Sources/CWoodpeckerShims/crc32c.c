@@ -39,6 +39,38 @@ uint32_t wp_crc32c_portable(uint32_t crc, const void *data, size_t length) {
     return ~c;
 }
 
+/* CRC joining without the bytes. In the CRC register's bit order (bit 31 holds x^0, bit 0 holds x^31), a raw CRC is
+   a polynomial modulo P; appending n zero bytes multiplies it by x^(8n) mod P. For CRCs whose initial value and final
+   xor are both all ones, crc(A || B) = crc(A) * x^(8 len(B)) mod P, xor crc(B): the all-ones terms cancel. */
+#define CRC32C_POLY 0x82F63B78u
+
+/* a * b mod P. */
+static uint32_t poly_multiply(uint32_t a, uint32_t b) {
+    uint32_t product = 0;
+    for (uint32_t term = 1u << 31; term; term >>= 1) {
+        if (a & term) product ^= b;
+        b = (b & 1) ? (b >> 1) ^ CRC32C_POLY : b >> 1; /* b * x */
+    }
+    return product;
+}
+
+/* x^(2^k) mod P for k = 0...66 (enough for any 64-bit byte count times 8). */
+static uint32_t x_to_2k[67];
+static pthread_once_t powers_once = PTHREAD_ONCE_INIT;
+
+static void build_powers(void) {
+    x_to_2k[0] = 1u << 30; /* x^1 */
+    for (int k = 1; k < 67; k++) x_to_2k[k] = poly_multiply(x_to_2k[k - 1], x_to_2k[k - 1]);
+}
+
+uint32_t wp_crc32c_combine(uint32_t crc1, uint32_t crc2, size_t length2) {
+    pthread_once(&powers_once, build_powers);
+    uint32_t factor = 1u << 31; /* x^0 */
+    for (int k = 3; length2; length2 >>= 1, k++) /* x^(8 length2): bit j of length2 contributes x^(2^(j+3)) */
+        if (length2 & 1) factor = poly_multiply(x_to_2k[k], factor);
+    return poly_multiply(factor, crc1) ^ crc2;
+}
+
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 

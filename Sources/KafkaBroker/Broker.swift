@@ -51,6 +51,7 @@ public final class Broker: @unchecked Sendable {
         var options = TCPServerOptions()
         options.connection.idleTimeoutMs = config.idleTimeoutMs
         options.connection.maxUnreadBytes = config.maxRequestBytes + 64 * 1024
+        options.connection.lengthPrefixedFrames = true
         let server = try await TCPServer.bind(loop: loop, host: config.listenHost, port: config.listenPort, options: options) {
             [unowned self] conn in
             self.loop.preconditionInLoop()

@@ -63,6 +63,16 @@ public struct ByteBuffer: Sendable, Hashable, CustomStringConvertible {
         return out
     }
 
+    /// How many bytes the storage this buffer shares can hold, counted from its start (so including bytes before
+    /// the reader index, and bytes of other slices of the same storage).
+    public var storageCapacity: Int { storage.capacity }
+
+    /// These readable bytes in a form fit to keep for long: `self` when they fill at least half of the storage they
+    /// share, else a copy. Keeping a small slice of a large receive buffer would keep all of it alive.
+    public func retainable() -> ByteBuffer {
+        readableBytes * 2 >= storage.capacity ? self : copyOfReadableBytes()
+    }
+
     public static func == (a: ByteBuffer, b: ByteBuffer) -> Bool {
         guard a.readableBytes == b.readableBytes else { return false }
         return a.withUnsafeReadableBytes { x in

@@ -11,6 +11,10 @@ public enum CRC32C {
     public static func checksum(_ buffer: ByteBuffer, seed: UInt32 = 0) -> UInt32 {
         buffer.withUnsafeReadableBytes { checksum($0, seed: seed) }
     }
+    /// The checksum of A followed by B, given A's checksum, B's checksum and B's length (no pass over the bytes).
+    public static func combine(_ a: UInt32, _ b: UInt32, length: Int) -> UInt32 {
+        wp_crc32c_combine(a, b, length)
+    }
     public static var isHardwareAccelerated: Bool { wp_crc32c_hardware_available() != 0 }
     /// The table-driven software CRC, the reference the hardware path is tested against.
     public static func portableChecksum(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {

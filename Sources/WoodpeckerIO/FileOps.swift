@@ -30,10 +30,19 @@ public enum FileOps {
 
     /// Creates `path` exclusively, writes all of `data`, fsyncs and closes it. Removes it again on failure.
     public static func writeDurably(_ path: String, _ data: ByteBuffer) throws {
+        try writeDurably(path, parts: [data])
+    }
+
+    /// `writeDurably` of the buffers back to back (one writev, no concatenation).
+    public static func writeDurably(_ path: String, parts: [ByteBuffer]) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if fd < 0 { throw ioError("create", path: path, errno: errno) }
         do {
-            try data.withUnsafeReadableBytes { try writeAll(fd, $0, path: path) }
+            if parts.count == 1 {
+                try parts[0].withUnsafeReadableBytes { try writeAll(fd, $0, path: path) }
+            } else {
+                try writevAll(fd, parts, path: path)
+            }
             if fsync(fd) != 0 { throw ioError("fsync", path: path, errno: errno) }
         } catch {
             close(fd)

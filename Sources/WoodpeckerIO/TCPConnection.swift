@@ -33,6 +33,14 @@ public struct TCPConnectionOptions: Sendable {
     public var maxPendingWriteBytes = 256 * 1024 * 1024
     /// Hard bound on received bytes the handler left unread; beyond it the connection closes with `.bufferFull`.
     public var maxUnreadBytes = Limits.maxRequestSizeBytes + 64 * 1024
+    /// The stream carries frames that each start with a 4-byte big-endian length of the rest (Kafka's framing and
+    /// the LogStore protocol's). It only sizes the receive buffer: once a frame's length has arrived, room for the
+    /// whole frame (up to `frameReserveLimitBytes` ahead) is reserved, so that a large frame fills one allocation
+    /// instead of regrowing, and copying, the buffer as it arrives. Delivery is the same either way.
+    public var lengthPrefixedFrames = false
+    /// Reserve at most this many bytes ahead of what arrived; a peer that sends only a length reserves no more
+    /// (reserved pages are not touched until bytes arrive, but address space is). Larger frames grow by doubling.
+    public var frameReserveLimitBytes = 16 * 1024 * 1024
     /// Close the connection with `.timeout` after this long without reads, writes or write completions. 0 = never.
     public var idleTimeoutMs: UInt64 = 0
     /// An orderly `close()` waits at most this long for queued writes to drain before aborting.
@@ -152,6 +160,7 @@ public final class TCPConnection: @unchecked Sendable {
         if nread > 0 {
             lastActivityMs = uv_now(loop.uvLoop)
             inbound.writeBytes(UnsafeRawBufferPointer(start: base, count: nread))
+            reserveForFrame()
             deliver()
         } else if nread == Int(UV_EOF.rawValue) {
             reading = false
@@ -173,15 +182,34 @@ public final class TCPConnection: @unchecked Sendable {
         var data = ByteBuffer()
         swap(&data, &inbound)
         h.connectionRead(self, &data)
-        if data.readableBytes == 0 {
-            data.clear()
-        } else if data.readerIndex >= 64 * 1024 || data.readerIndex > data.readableBytes {
-            data.discardReadBytes()
+        if data.readerIndex > 0 {
+            // The handler may keep what it consumed as slices sharing this storage; appending to it would then copy
+            // all of it (copy-on-write). The bytes left over move to a buffer of their own instead, copying only them.
+            var rest = ByteBuffer()
+            if !data.isEmpty {
+                rest.reserveCapacity(data.readableBytes)
+                rest.writeBuffer(data)
+            }
+            data = rest
         }
         inbound = data
+        reserveForFrame()
         if inbound.readableBytes > options.maxUnreadBytes {
             abort(error: WoodpeckerError(.bufferFull,
                                          "connection from \(peerAddress): \(inbound.readableBytes) unread bytes exceed the bound of \(options.maxUnreadBytes); the handler must consume or pause reading"))
+        }
+    }
+
+    /// With `lengthPrefixedFrames`: makes room for the rest of the frame at the front of the receive buffer, plus
+    /// one read beyond it (a read may carry the next frame's first bytes).
+    private func reserveForFrame() {
+        guard options.lengthPrefixedFrames, inbound.readableBytes >= 4,
+              let length = try? inbound.getInteger(at: inbound.readerIndex, as: UInt32.self) else { return }
+        let frame = 4 + Int(length)
+        guard frame > inbound.readableBytes, frame <= options.maxUnreadBytes else { return }
+        let ahead = min(frame - inbound.readableBytes, options.frameReserveLimitBytes) + loop.readScratch.count
+        if inbound.storageCapacity < inbound.writerIndex + ahead {
+            inbound.reserveCapacity(ahead)
         }
     }
 

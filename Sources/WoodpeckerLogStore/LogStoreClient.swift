@@ -185,7 +185,10 @@ public actor LogStoreClient: LogStoreNodeClient {
         let (loop, host, port, address) = (loop, host, port, address)
         let task = Task(executorPreference: loop) { () async throws -> TCPConnection in
             do {
-                return try await TCPClient.connect(loop: loop, host: host, port: port, connectTimeoutMs: max(remaining, 1)) {
+                var options = TCPConnectionOptions()
+                options.lengthPrefixedFrames = true
+                return try await TCPClient.connect(loop: loop, host: host, port: port, options: options,
+                                                   connectTimeoutMs: max(remaining, 1)) {
                     [weak self] _ in ClientConnectionHandler(client: self)
                 }
             } catch let e as WoodpeckerError {

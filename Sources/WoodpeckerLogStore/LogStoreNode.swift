@@ -109,6 +109,7 @@ public actor LogStoreNode {
         }
         var serverOptions = TCPServerOptions()
         serverOptions.connection.maxUnreadBytes = options.maxRequestBytes + 64 * 1024
+        serverOptions.connection.lengthPrefixedFrames = true
         server = try await TCPServer.bind(loop: loop, host: host, port: port, options: serverOptions) { [self] conn in
             LogStoreServerConnection(node: self, maxFrameBytes: options.maxRequestBytes,
                                      maxInFlightBytes: options.maxInFlightBytesPerConnection)
@@ -246,8 +247,9 @@ public actor LogStoreNode {
             throw WoodpeckerError(.bufferFull,
                                   "append to \(ref): node holds \(bufferedBytes) bytes, block \(n) of \(bytes.readableBytes) bytes exceeds the bound of \(options.maxBufferedBytes); retry once uploads drain")
         }
-        // A private copy: the request's bytes share the connection's receive buffer.
-        let own = bytes.copyOfReadableBytes()
+        // The request's bytes share the connection's receive buffer: kept as they are when they fill most of it (a
+        // large block arrives in a buffer sized for its frame), else copied so a small block does not pin a large one.
+        let own = bytes.retainable()
         seg.blocks[n] = Held(bytes: own, info: HeldBlock(blockNumber: n, firstEntryId: info.firstEntryId,
                                                           lastEntryId: info.lastEntryId, size: own.readableBytes),
                              receivedMs: Clock.monotonicMillis())
@@ -561,7 +563,7 @@ public actor LogStoreNode {
             resumeStarved()
             taskEnded()
         }
-        let body = q.flatMap { segments[ref]?.runBytes(from: p, through: $0) }
+        let body = q.flatMap { segments[ref]?.runParts(from: p, through: $0) }
         var backoff = options.retryBackoffMs.first
         while true {
             guard !stopping, let seg = segments[ref], seg.stopReason == nil, p > seg.uploadedThrough,
@@ -630,7 +632,7 @@ public actor LogStoreNode {
     /// segment's uploader, or a lookup) reads first: usually the uploader put it already. An object found there is
     /// adopted when it is a run starting at block p whose blocks this node holds with the same bytes; its extent,
     /// not ours, decides where the chain continues.
-    private func attempt(_ seg: SegmentState, key: String, from p: Int32, body: ByteBuffer?, last: Int32?,
+    private func attempt(_ seg: SegmentState, key: String, from p: Int32, body: [ByteBuffer]?, last: Int32?,
                          lookFirst: Bool) async -> TransferOutcome {
         do {
             if lookFirst {
@@ -638,7 +640,7 @@ public actor LogStoreNode {
             }
             guard let body, let last else { return .missing }
             do {
-                try await store.putIfAbsent(key, body)
+                try await store.putIfAbsent(key, parts: body)
                 return .durable(through: last)
             } catch let e as WoodpeckerError where e.code == .objectAlreadyExists {
                 guard let existing = try await existingObject(key) else {
@@ -810,17 +812,15 @@ final class SegmentState: @unchecked Sendable {
         uploading.contains { $0.key <= n && n <= max($0.key, $0.value) }
     }
 
-    /// The held blocks p...q back to back (the held buffer itself for one block); nil if one is not held.
-    func runBytes(from p: Int32, through q: Int32) -> ByteBuffer? {
-        if p == q { return blocks[p]?.bytes }
-        var size = 0
+    /// The held blocks p...q, the run's object as parts to write back to back; nil if one is not held.
+    func runParts(from p: Int32, through q: Int32) -> [ByteBuffer]? {
+        var parts: [ByteBuffer] = []
+        parts.reserveCapacity(Int(q - p) + 1)
         for n in p...q {
             guard let h = blocks[n] else { return nil }
-            size += h.bytes.readableBytes
+            parts.append(h.bytes)
         }
-        var out = ByteBuffer(capacity: size)
-        for n in p...q { out.writeBuffer(blocks[n]!.bytes) }
-        return out
+        return parts
     }
 
     /// Drops the held blocks up to `through`, subtracting their bytes from `total`.

@@ -79,7 +79,7 @@ enum SegmentFiles {
 
     /// Encodes records as buffers to be written back to back (`append`). A block record's bytes are not copied:
     /// its head (CRC, type, length, block number, confirmed point) is a small buffer of its own, the block buffer
-    /// follows as it is, and the record CRC runs over it in place.
+    /// follows as it is, and the record CRC is joined from the head's and the block's (stated, so verified) CRC.
     static func encodeParts(_ records: [SegmentFileRecord], into parts: inout [ByteBuffer]) {
         var out = ByteBuffer()
         for r in records {
@@ -99,7 +99,11 @@ enum SegmentFiles {
             }
             out.setInteger(UInt32(out.writerIndex - lengthAt - 4 + (tail?.readableBytes ?? 0)), at: lengthAt)
             var crc = CRC32C.checksum(try! out.getSlice(at: start + 4, length: out.writerIndex - start - 4))
-            if let tail { crc = CRC32C.checksum(tail, seed: crc) }
+            if let tail {
+                // Blocks reach the file verified (`LogStoreNode.append`), so the block's own CRC stands for its bytes.
+                crc = SegmentCodec.blockObjectChecksum(tail).map { CRC32C.combine(crc, $0, length: tail.readableBytes) }
+                    ?? CRC32C.checksum(tail, seed: crc)
+            }
             out.setInteger(crc, at: start)
             if let tail {
                 parts.append(out)

@@ -71,13 +71,17 @@ public final class LocalFileStore: ObjectStore {
     }
 
     public func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws {
+        try await putIfAbsent(key, parts: [data])
+    }
+
+    public func putIfAbsent(_ key: String, parts: [ByteBuffer]) async throws {
         let path = try path(for: key)
         let dir = FileOps.parent(of: path)
         let temp = dir + "/" + tempName()
         let description = self.description
         try await loop.runBlocking {
             try FileOps.makeDirectories(dir)
-            try FileOps.writeDurably(temp, data)
+            try FileOps.writeDurably(temp, parts: parts)
             if link(temp, path) != 0 {
                 let e = errno
                 unlink(temp)

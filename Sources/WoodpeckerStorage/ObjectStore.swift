@@ -41,6 +41,8 @@ public protocol ObjectStore: Sendable {
     var description: String { get }
     func put(_ key: String, _ data: ByteBuffer) async throws
     func putIfAbsent(_ key: String, _ data: ByteBuffer) async throws
+    /// `putIfAbsent` of the buffers back to back; stores that can send them without concatenating do so.
+    func putIfAbsent(_ key: String, parts: [ByteBuffer]) async throws
     /// Whole object when `range` is nil; else the bytes in `range` (clipped at the end of the object).
     func get(_ key: String, range: Range<Int>?) async throws -> ByteBuffer
     /// nil when the object does not exist.
@@ -53,6 +55,13 @@ public protocol ObjectStore: Sendable {
 
 extension ObjectStore {
     public func get(_ key: String) async throws -> ByteBuffer { try await get(key, range: nil) }
+
+    public func putIfAbsent(_ key: String, parts: [ByteBuffer]) async throws {
+        if parts.count == 1 { return try await putIfAbsent(key, parts[0]) }
+        var body = ByteBuffer(capacity: parts.reduce(0) { $0 + $1.readableBytes })
+        for p in parts { body.writeBuffer(p) }
+        try await putIfAbsent(key, body)
+    }
 
     public func delete(keys: [String]) async throws {
         for k in keys { try await delete(k) }

@@ -135,14 +135,18 @@ public enum SegmentCodec {
         let blockHeaderAt = out.bytes.count
         out.bytes.append(contentsOf: repeatElement(0, count: recordOverhead + blockHeaderPayload))
         let dataStart = out.bytes.count
+        var blockCrc: UInt32 = 0
         for e in entries {
-            out.record(.data) { w in
+            let start = out.bytes.count
+            let crc = out.record(.data) { w in
                 w.append(e.key)
                 w.append(e.timestamp)
                 e.payload.withUnsafeReadableBytes { w.bytes.append(contentsOf: $0) }
             }
+            blockCrc = out.bytes.withUnsafeBytes {
+                extendBlockCrc(blockCrc, record: UnsafeRawBufferPointer(rebasing: $0[start...]), recordCrc: crc)
+            }
         }
-        let blockCrc = out.crc(dataStart..<out.bytes.count)
         var header = RecordWriter(capacity: recordOverhead + blockHeaderPayload)
         header.record(.blockHeader) { w in
             w.append(blockNumber)
@@ -231,6 +235,17 @@ public enum SegmentCodec {
         } catch {
             throw WoodpeckerError(.corrupted, "segment block header: \(error.what)")
         }
+    }
+
+    /// The CRC-32C of a whole block object (`CRC32C.checksum(bytes)`) from its header records and the data CRC its
+    /// block header states, without a pass over the data; nil if the header records do not decode. Equal to the
+    /// checksum of the bytes only for a block whose data CRC holds: call it on blocks `verifyBlock` accepted.
+    public static func blockObjectChecksum(_ bytes: ByteBuffer) -> UInt32? {
+        guard let prefix = try? decodeBlockPrefix(bytes),
+              let headBytes = try? bytes.getSlice(at: bytes.readerIndex, length: prefix.dataStart - bytes.readerIndex)
+        else { return nil }
+        let head = CRC32C.checksum(headBytes)
+        return CRC32C.combine(head, prefix.blockHeader.blockCrc, length: bytes.writerIndex - prefix.dataStart)
     }
 
     // MARK: footer

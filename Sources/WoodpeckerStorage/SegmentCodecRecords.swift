@@ -234,57 +234,89 @@ extension SegmentCodec {
         let base = bytes.readerIndex
         // Offsets in messages are relative to the reader index, as in `readRecord`'s.
         let problem: CodecFault? = bytes.withUnsafeReadableBytes { raw -> CodecFault? in
-            let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[dataOffset...]))
-            guard crc == blockCrc else {
-                return CodecFault("block \(info.blockNumber) CRC mismatch: stored \(hex(blockCrc)), computed \(hex(crc))")
+            // One pass: the block CRC (over the data records, their CRC fields included) is joined from the record
+            // CRCs instead of read again. A record problem is reported only after the block CRC was computed over
+            // the bytes themselves and matched, so a damaged block is reported as such, as before.
+            var running: UInt32 = 0
+            let fault = scanRecords(raw, from: dataOffset, base: base, info: info, blockCrc: &running, entry: entry)
+            if fault != nil || running != blockCrc {
+                let crc = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[dataOffset...]))
+                guard crc == blockCrc else {
+                    return CodecFault("block \(info.blockNumber) CRC mismatch: stored \(hex(blockCrc)), computed \(hex(crc))")
+                }
             }
-            let end = raw.count
-            var at = dataOffset
-            var count = 0
-            var firstKey = Int64.min, lastKey = Int64.min, maxTimestamp = Int64.min
-            while at < end {
-                let available = end - at
-                guard available >= recordOverhead else {
-                    return CodecFault("torn record at byte \(at): \(available) bytes, a frame needs \(recordOverhead)")
-                }
-                let stored = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self))
-                let type = raw[at + 4]
-                let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 5, as: UInt32.self)))
-                guard length <= available - recordOverhead else {
-                    return CodecFault("torn record at byte \(at): length \(length), only \(available - recordOverhead) bytes follow")
-                }
-                let actual = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[(at + 4)..<(at + recordOverhead + length)]))
-                guard actual == stored else {
-                    return CodecFault("record CRC mismatch at byte \(at) (type \(type), length \(length)): stored \(hex(stored)), computed \(hex(actual))")
-                }
-                guard type == RecordType.data.rawValue else {
-                    return CodecFault("block \(info.blockNumber): expected a data record at byte \(at), found type \(type)")
-                }
-                guard length >= dataPrefix else {
-                    return CodecFault("data record payload is \(length) bytes, expected at least \(dataPrefix)")
-                }
-                let key = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead, as: Int64.self))
-                let timestamp = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead + 8, as: Int64.self))
-                if count > 0 && key < lastKey {
-                    return CodecFault("block \(info.blockNumber): keys go backwards (\(lastKey) then \(key))")
-                }
-                if count == 0 { firstKey = key }
-                lastKey = key
-                maxTimestamp = max(maxTimestamp, timestamp)
-                count += 1
-                entry(key, timestamp, base + at + recordOverhead + dataPrefix, length - dataPrefix)
-                at += recordOverhead + length
-            }
-            guard count == info.entryCount else {
-                return CodecFault("block \(info.blockNumber) announces \(info.entryCount) entries, holds \(count)")
-            }
-            guard firstKey == info.firstKey, lastKey == info.lastKey, maxTimestamp == info.maxTimestamp else {
-                return CodecFault("block \(info.blockNumber): key or timestamp bounds in the header do not match its entries")
-            }
-            return nil
+            return fault
         }
         if let problem { throw problem }
         return (info, prefix.header)
+    }
+
+    /// Records at or beyond this length have their CRC joined into the block CRC (`CRC32C.combine`, constant time)
+    /// rather than the block CRC run over them a second time.
+    static let combineFromBytes = 2048
+
+    /// The block CRC `crc` (of the data records before this one) extended over `record` (CRC field, type, length,
+    /// payload), given the record's own CRC (over all of it but the CRC field).
+    static func extendBlockCrc(_ crc: UInt32, record: UnsafeRawBufferPointer, recordCrc: UInt32) -> UInt32 {
+        let withField = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: record[..<4]), seed: crc)
+        let body = UnsafeRawBufferPointer(rebasing: record[4...])
+        return body.count >= combineFromBytes ? CRC32C.combine(withField, recordCrc, length: body.count)
+                                              : CRC32C.checksum(body, seed: withField)
+    }
+
+    /// `scanBlock`'s walk over the data records from `start`: every record CRC, the framing, key order and the
+    /// header's bounds; `blockCrc` accumulates the CRC of the bytes walked. `base` turns offsets into `raw` into the
+    /// absolute indices `entry` receives.
+    private static func scanRecords(_ raw: UnsafeRawBufferPointer, from start: Int, base: Int, info: BlockInfo,
+                                    blockCrc: inout UInt32,
+                                    entry: (_ key: Int64, _ timestamp: Int64, _ payloadAt: Int, _ payloadLength: Int) -> Void)
+        -> CodecFault? {
+        let end = raw.count
+        var at = start
+        var count = 0
+        var firstKey = Int64.min, lastKey = Int64.min, maxTimestamp = Int64.min
+        while at < end {
+            let available = end - at
+            guard available >= recordOverhead else {
+                return CodecFault("torn record at byte \(at): \(available) bytes, a frame needs \(recordOverhead)")
+            }
+            let stored = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: UInt32.self))
+            let type = raw[at + 4]
+            let length = Int(UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 5, as: UInt32.self)))
+            guard length <= available - recordOverhead else {
+                return CodecFault("torn record at byte \(at): length \(length), only \(available - recordOverhead) bytes follow")
+            }
+            let record = UnsafeRawBufferPointer(rebasing: raw[at..<(at + recordOverhead + length)])
+            let actual = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: record[4...]))
+            blockCrc = extendBlockCrc(blockCrc, record: record, recordCrc: actual)
+            guard actual == stored else {
+                return CodecFault("record CRC mismatch at byte \(at) (type \(type), length \(length)): stored \(hex(stored)), computed \(hex(actual))")
+            }
+            guard type == RecordType.data.rawValue else {
+                return CodecFault("block \(info.blockNumber): expected a data record at byte \(at), found type \(type)")
+            }
+            guard length >= dataPrefix else {
+                return CodecFault("data record payload is \(length) bytes, expected at least \(dataPrefix)")
+            }
+            let key = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead, as: Int64.self))
+            let timestamp = Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at + recordOverhead + 8, as: Int64.self))
+            if count > 0 && key < lastKey {
+                return CodecFault("block \(info.blockNumber): keys go backwards (\(lastKey) then \(key))")
+            }
+            if count == 0 { firstKey = key }
+            lastKey = key
+            maxTimestamp = max(maxTimestamp, timestamp)
+            count += 1
+            entry(key, timestamp, base + at + recordOverhead + dataPrefix, length - dataPrefix)
+            at += recordOverhead + length
+        }
+        guard count == info.entryCount else {
+            return CodecFault("block \(info.blockNumber) announces \(info.entryCount) entries, holds \(count)")
+        }
+        guard firstKey == info.firstKey, lastKey == info.lastKey, maxTimestamp == info.maxTimestamp else {
+            return CodecFault("block \(info.blockNumber): key or timestamp bounds in the header do not match its entries")
+        }
+        return nil
     }
 
     static func decodeBlockOrFault(_ bytes: ByteBuffer) throws(CodecFault) -> DecodedBlock {
@@ -406,8 +438,9 @@ struct RecordWriter {
         withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) }
     }
 
-    /// Writes the frame around what `payload` appends, then back-fills length and CRC.
-    mutating func record(_ type: SegmentRecordType, _ payload: (inout RecordWriter) -> Void) {
+    /// Writes the frame around what `payload` appends, then back-fills length and CRC; returns the CRC.
+    @discardableResult
+    mutating func record(_ type: SegmentRecordType, _ payload: (inout RecordWriter) -> Void) -> UInt32 {
         let start = bytes.count
         bytes.append(contentsOf: [0, 0, 0, 0, type.rawValue, 0, 0, 0, 0])
         payload(&self)
@@ -415,6 +448,7 @@ struct RecordWriter {
         withUnsafeBytes(of: length.littleEndian) { bytes.replaceSubrange(start + 5..<start + 9, with: $0) }
         let crc = self.crc(start + 4..<bytes.count)
         withUnsafeBytes(of: crc.littleEndian) { bytes.replaceSubrange(start..<start + 4, with: $0) }
+        return crc
     }
 
     func crc(_ range: Range<Int>) -> UInt32 {

@@ -142,6 +142,7 @@ struct BenchConnection: @unchecked Sendable {
         options.writeHighWatermarkBytes = 8 * 1024 * 1024
         options.writeLowWatermarkBytes = 2 * 1024 * 1024
         options.maxUnreadBytes = 80 * 1024 * 1024
+        options.lengthPrefixedFrames = true
         let tcp = try await TCPClient.connect(loop: loop, host: host, port: port, options: options) { _ in KafkaPipeline() }
         let pipeline = await tcp.onLoop { c in c.handler as! KafkaPipeline }
         return BenchConnection(tcp: tcp, pipeline: pipeline)

@@ -55,6 +55,25 @@ import WoodpeckerCore
     }
 }
 
+@Suite struct RetainableTests {
+    /// A slice that fills most of its storage is kept as it is; a small slice of a large buffer is copied, so keeping
+    /// it does not keep the large buffer alive; either way the bytes are the same.
+    @Test func retainableKeepsLargeSlicesAndCopiesSmallOnes() throws {
+        let whole = ByteBuffer(bytes: patternBytes(100_000))
+        let large = try whole.getSlice(at: 10, length: 90_000)
+        let small = try whole.getSlice(at: 500, length: 1_000)
+        let keptLarge = large.retainable()
+        let keptSmall = small.retainable()
+        #expect(keptLarge == large && keptSmall == small)
+        #expect(keptLarge.storageCapacity == whole.storageCapacity)
+        let sameStorage = keptLarge.withUnsafeReadableBytes { k in large.withUnsafeReadableBytes { k.baseAddress == $0.baseAddress } }
+        #expect(sameStorage, "a large slice is not copied")
+        #expect(keptSmall.storageCapacity < 2_000, "a small slice is copied into storage of its own")
+    }
+
+    private func patternBytes(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) } }
+}
+
 @Suite struct CRCTests {
     @Test func crc32cKnownAnswer() {
         #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
@@ -67,6 +86,26 @@ import WoodpeckerCore
         let whole = CRC32C.checksum(data)
         let chained = CRC32C.checksum(Array(data[1000...]), seed: CRC32C.checksum(Array(data[..<1000])))
         #expect(whole == chained)
+    }
+
+    /// Joining two checksums with B's length gives the checksum of A followed by B, for every split of inputs
+    /// from empty to beyond the hardware path's stretch sizes.
+    @Test func crc32cCombineEqualsTheChecksumOfTheConcatenation() {
+        var rng = SystemRandomNumberGenerator()
+        let data = (0..<200_000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        var cases: [(Int, Int)] = [(0, 0), (0, 1), (1, 0), (5, 9), (100, 2048), (0, 200_000), (200_000, 0)]
+        for _ in 0..<300 {
+            let a = Int.random(in: 0...data.count, using: &rng)
+            cases.append((a, Int.random(in: 0...(data.count - a), using: &rng)))
+        }
+        data.withUnsafeBytes { all in
+            for (a, b) in cases {
+                let first = UnsafeRawBufferPointer(rebasing: all[0..<a])
+                let second = UnsafeRawBufferPointer(rebasing: all[a..<(a + b)])
+                let joined = CRC32C.combine(CRC32C.checksum(first), CRC32C.checksum(second), length: b)
+                #expect(joined == CRC32C.checksum(UnsafeRawBufferPointer(rebasing: all[0..<(a + b)])), "split \(a) + \(b)")
+            }
+        }
     }
 
     /// The hardware path splits long inputs into three interleaved stretches (8 KiB, then 256 B) joined by shift

@@ -164,6 +164,29 @@ func flipping(_ b: ByteBuffer, bit: Int) -> ByteBuffer {
         }
     }
 
+    /// The block CRC is joined from the record CRCs for records of 2 KiB and more and run over smaller ones: blocks
+    /// mixing sizes around that threshold verify and decode, `blockObjectChecksum` equals the checksum of the bytes,
+    /// and damage inside a large record is still reported as a block CRC mismatch.
+    @Test func blocksMixingLargeAndSmallRecordsVerifyInOnePass() throws {
+        let sizes = [0, 2_015, 2_016, 2_017, 100, 100_000, 2_100, 5, 65_536]
+        var key: Int64 = 0
+        let entries = sizes.map { n -> SegmentEntry in
+            key += 1
+            return SegmentEntry(key: key, timestamp: key * 10, payload: ByteBuffer(bytes: bytes(count: n, seed: UInt64(n + 1))))
+        }
+        for (number, header) in [(Int32(0), true), (Int32(3), false), (Int32(4), true)] {
+            let block = SegmentCodec.encodeBlock(blockNumber: number, firstEntryId: 7, entries: entries, includeHeader: header)
+            #expect(try SegmentCodec.verifyBlock(block).entryCount == sizes.count)
+            #expect(try SegmentCodec.decodeBlock(block).entries.map(\.payload) == entries.map(\.payload))
+            #expect(SegmentCodec.blockObjectChecksum(block) == CRC32C.checksum(block))
+            // A bit in the middle of the 100,000-byte payload (each record adds 25 bytes before its payload).
+            let inLarge = block.readableBytes - (65_536 + 25) - (5 + 25) - (2_100 + 25) - 100_000 / 2
+            let damaged = flipping(block, bit: inLarge * 8 + 3)
+            #expect(throws: WoodpeckerError.self) { try SegmentCodec.verifyBlock(damaged) }
+            do { _ = try SegmentCodec.decodeBlock(damaged) } catch { #expect("\(error)".contains("block \(number) CRC mismatch")) }
+        }
+    }
+
     @Test func corruptionErrorsSayWhatFailed() throws {
         var g = CodecGen(seed: 5)
         let encoded = SegmentCodec.encodeBlock(blockNumber: 1, firstEntryId: 0, entries: g.entries(count: 4, maxPayload: 50),
