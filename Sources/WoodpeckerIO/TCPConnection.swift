@@ -184,16 +184,14 @@ public final class TCPConnection: @unchecked Sendable {
         h.connectionRead(self, &data)
         if data.readerIndex > 0 {
             // The handler may keep what it consumed as slices sharing this storage; appending to it would then copy
-            // all of it (copy-on-write). The bytes left over move to a buffer of their own instead, copying only them.
+            // all of it (copy-on-write). The bytes left over move to a buffer of their own instead, copying only them,
+            // with room for the next read (or the rest of their frame) so that it does not regrow at once.
             var rest = ByteBuffer()
-            if !data.isEmpty {
-                rest.reserveCapacity(data.readableBytes)
-                rest.writeBuffer(data)
-            }
+            rest.reserveCapacity(max(data.readableBytes + loop.readScratch.count, frameRoom(data)))
+            rest.writeBuffer(data)
             data = rest
         }
         inbound = data
-        reserveForFrame()
         if inbound.readableBytes > options.maxUnreadBytes {
             abort(error: WoodpeckerError(.bufferFull,
                                          "connection from \(peerAddress): \(inbound.readableBytes) unread bytes exceed the bound of \(options.maxUnreadBytes); the handler must consume or pause reading"))
@@ -203,14 +201,20 @@ public final class TCPConnection: @unchecked Sendable {
     /// With `lengthPrefixedFrames`: makes room for the rest of the frame at the front of the receive buffer, plus
     /// one read beyond it (a read may carry the next frame's first bytes).
     private func reserveForFrame() {
-        guard options.lengthPrefixedFrames, inbound.readableBytes >= 4,
-              let length = try? inbound.getInteger(at: inbound.readerIndex, as: UInt32.self) else { return }
-        let frame = 4 + Int(length)
-        guard frame > inbound.readableBytes, frame <= options.maxUnreadBytes else { return }
-        let ahead = min(frame - inbound.readableBytes, options.frameReserveLimitBytes) + loop.readScratch.count
-        if inbound.storageCapacity < inbound.writerIndex + ahead {
-            inbound.reserveCapacity(ahead)
+        let room = frameRoom(inbound)
+        if inbound.storageCapacity < inbound.readerIndex + room {
+            inbound.reserveCapacity(inbound.readerIndex + room - inbound.writerIndex)
         }
+    }
+
+    /// The bytes `buffer`'s readable part should have room for: its first frame whole plus one read, when
+    /// `lengthPrefixedFrames` is set and that frame's length has arrived and the frame is not complete; else 0.
+    private func frameRoom(_ buffer: ByteBuffer) -> Int {
+        guard options.lengthPrefixedFrames, buffer.readableBytes >= 4,
+              let length = try? buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return 0 }
+        let frame = 4 + Int(length)
+        guard frame > buffer.readableBytes, frame <= options.maxUnreadBytes else { return 0 }
+        return buffer.readableBytes + min(frame - buffer.readableBytes, options.frameReserveLimitBytes) + loop.readScratch.count
     }
 
     // MARK: writing

@@ -152,21 +152,22 @@ import WoodpeckerCore
     @Test func idleTimeoutClosesWithReason() async throws {
         let loop = EventLoop(name: "idle")
         var opts = TCPServerOptions()
-        opts.connection.idleTimeoutMs = 300
+        opts.connection.idleTimeoutMs = 600
         let probe = Shared<WoodpeckerError?>(nil)
         let server = try await TCPServer.bind(loop: loop, host: "127.0.0.1", port: 0, options: opts) { _ in
             CloseRecorder(probe: probe)
         }
         let start = nowMs()
         let conn = try await TCPClient.connect(loop: loop, host: "127.0.0.1", port: server.port)
-        // Activity postpones the timeout: four sends 100 ms apart keep it open past 300 ms.
-        for _ in 0..<4 {
-            try await Task.sleep(nanoseconds: 100_000_000)
+        // Activity postpones the timeout: six sends 150 ms apart keep it open past 600 ms (with room for a loaded
+        // machine's late wake-ups; 100 ms gaps against 300 ms failed once beside parallel suites).
+        for _ in 0..<6 {
+            try await Task.sleep(nanoseconds: 150_000_000)
             try await conn.send(ByteBuffer(bytes: [1]))
         }
         #expect(await conn.waitClosed() == nil)  // the client sees an orderly end of stream
         let elapsed = nowMs() - start
-        #expect(elapsed >= 700)
+        #expect(elapsed >= 1_400)
         #expect(await eventually { probe.value != nil })
         let e = try #require(probe.value)
         #expect(e.code == .timeout)
