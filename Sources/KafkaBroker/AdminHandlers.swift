@@ -12,7 +12,10 @@ extension Broker {
             for c in t.configs { if let v = c.value { configs[c.name] = v } }
             do {
                 if t.replicationFactor > 1 {
-                    throw TopicManager.CreateError.invalidConfig("replication factor \(t.replicationFactor): this broker stores data in object storage; use 1 or -1")
+                    // Kafka's answer when the factor exceeds the brokers available (here one); durability comes from
+                    // object storage (or the LogStore quorum), not from broker replicas.
+                    throw TopicManager.CreateError.invalidReplicationFactor(
+                        "replication factor \(t.replicationFactor) is larger than the 1 broker available; this broker keeps data durable in object storage (or its LogStore quorum), so use 1 or -1")
                 }
                 let rec = try await topics.create(t.name, partitions: t.numPartitions, configs: configs, validateOnly: req.validateOnly)
                 res.topicId = rec.topicId
@@ -206,6 +209,7 @@ extension Broker {
             case .exists: return (KafkaErrorCode.topicAlreadyExists.rawValue, "Topic '\(topic)' already exists.")
             case .invalidName: return (KafkaErrorCode.invalidTopicException.rawValue, "invalid topic name \(topic)")
             case let .invalidPartitions(m): return (KafkaErrorCode.invalidPartitions.rawValue, m)
+            case let .invalidReplicationFactor(m): return (KafkaErrorCode.invalidReplicationFactor.rawValue, m)
             case let .invalidConfig(m): return (KafkaErrorCode.invalidConfig.rawValue, m)
             case let .invalidRequest(m): return (KafkaErrorCode.invalidRequest.rawValue, m)
             }

@@ -71,40 +71,29 @@ extension Broker {
         if records.readableBytes > maxBytes {
             return .left(Result(error: .messageTooLarge, message: "\(records.readableBytes) bytes > max.message.bytes \(maxBytes)"))
         }
-        let batches: [RecordBatch]
+        let batch: RecordBatch
         do {
-            batches = try RecordBatch.split(records)
-            for b in batches {
-                try b.validate()
-                if b.header.isTransactional || b.header.isControl {
-                    return .left(Result(error: .invalidRecord, message: "transactional and control batches are not supported"))
-                }
-                // `validate` parses records only when uncompressed; a compressed batch must decompress and hold
-                // exactly `recordsCount` records too, or consumers would fail on it later (Kafka checks the same).
-                if b.header.compression != CompressionCodec.none {
-                    _ = try b.records()
-                }
+            let batches = try RecordBatch.split(records)
+            // As Kafka (ProduceRequest.validateRecords): one batch per partition, so a partition's part of a request
+            // is written whole or not at all, and a retry cannot duplicate a part that was written.
+            guard batches.count == 1 else {
+                return .left(Result(error: .invalidRecord,
+                                    message: "Produce v3+ carries exactly one record batch per partition; this one carries \(batches.count)"))
+            }
+            batch = batches[0]
+            try batch.validate()
+            if batch.header.isTransactional || batch.header.isControl {
+                return .left(Result(error: .invalidRecord, message: "transactional and control batches are not supported"))
+            }
+            // `validate` parses records only when uncompressed; a compressed batch must decompress and hold
+            // exactly `recordsCount` records too, or consumers would fail on it later (Kafka checks the same).
+            if batch.header.compression != CompressionCodec.none {
+                _ = try batch.records()
             }
         } catch {
             return .left(Result(error: error.kafkaErrorCode, message: error.message))
         }
-        guard !batches.isEmpty else { return .left(Result(error: .invalidRecord, message: "no record batch")) }
         let appendTime = config.topicConfig("message.timestamp.type", of: topicRecord) == "LogAppendTime"
-        // Several batches in one partition: submit all in order; report the first batch's offset.
-        var first: Promise<Result>?
-        var last: Promise<Result>?
-        for b in batches {
-            let promise = await partition.submit(b, logAppendTime: appendTime)
-            if first == nil { first = promise }
-            last = promise
-        }
-        guard let first, let last, first !== last else { return .right(first!) }
-        let combined = Promise<Result>()
-        Task(executorPreference: loop) {
-            let f = await first.value
-            let l = await last.value
-            combined.fulfill(l.error == .none ? f : l)
-        }
-        return .right(combined)
+        return .right(await partition.submit(batch, logAppendTime: appendTime))
     }
 }

@@ -116,7 +116,10 @@ actor TopicManager {
     }
 
     /// Refusals of a topic request, each answered with its Kafka error code (`Broker.topicRequestError`).
-    enum CreateError: Error { case exists, invalidName, invalidPartitions(String), invalidConfig(String), invalidRequest(String) }
+    enum CreateError: Error {
+        case exists, invalidName, invalidPartitions(String), invalidReplicationFactor(String), invalidConfig(String)
+        case invalidRequest(String)
+    }
 
     /// The most partitions a topic may have.
     static let maxPartitions: Int32 = 10_000

@@ -127,6 +127,15 @@ import WoodpeckerIO
             #expect(try await c.createTopic("badcfg", configs: ["no.such.config": "1"]).errorCode == KafkaErrorCode.invalidConfig.rawValue)
             #expect(try await metadata(c, "badcfg")?.errorCode == KafkaErrorCode.unknownTopicOrPartition.rawValue)
 
+            // A replication factor above the one broker: Kafka's INVALID_REPLICATION_FACTOR, saying what to use.
+            var rf = CreateTopicsRequest()
+            rf.topics = [.init(name: "rf3", numPartitions: 1, replicationFactor: 3, assignments: [], configs: []),
+                         .init(name: "rfdefault", numPartitions: 1, replicationFactor: -1, assignments: [], configs: [])]
+            let rfr = try await c.call(rf, version: 5, CreateTopicsResponse.self)
+            #expect(rfr.topics.map(\.errorCode) == [KafkaErrorCode.invalidReplicationFactor.rawValue, 0])
+            #expect(rfr.topics.first?.errorMessage?.contains("use 1 or -1") == true)
+            #expect(try await metadata(c, "rf3")?.errorCode == KafkaErrorCode.unknownTopicOrPartition.rawValue)
+
             // -1 partitions: the broker default.
             let dflt = try await c.createTopic("dflt", partitions: -1)
             #expect(dflt.errorCode == 0 && dflt.numPartitions == 2)

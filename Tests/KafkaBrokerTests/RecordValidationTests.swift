@@ -38,6 +38,24 @@ import WoodpeckerCore
         }
     }
 
+    /// Two batches for one partition in one request: INVALID_RECORD, as Kafka, and neither is written (before, the
+    /// first could be written while the second failed, and the client's retry of both duplicated the first).
+    @Test func twoBatchesForOnePartitionAreInvalidRecordAndNothingIsStored() async throws {
+        try await withBroker { b in
+            let c = try await b.connect()
+            try await c.createTopic("two")
+            var both = makeBatch(count: 2, prefix: "a").bytes
+            both.writeBuffer(makeBatch(count: 3, prefix: "b").bytes)
+            let r = try await c.produce("two", both)
+            #expect(r.errorCode == KafkaErrorCode.invalidRecord.rawValue)
+            #expect(r.errorMessage?.contains("exactly one record batch") == true)
+            #expect(try await c.highWatermark("two") == 0)
+            #expect(try await c.produce("two", makeBatch(count: 2).bytes).errorCode == 0)
+            #expect(try await c.highWatermark("two") == 2)
+            await c.close()
+        }
+    }
+
     @Test func wrongRecordCountIsInvalidRecord() async throws {
         try await withBroker { b in
             let c = try await b.connect()
