@@ -188,6 +188,9 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
         return try await readBlock(at: i, of: blocks, compacted: false).map { [$0] }
     }
 
+    /// The blocks of the file from block 0 on, an unbroken run of block numbers and entry ids. Continues from what an
+    /// earlier probe of the same file (same inode) found, reading only the bytes appended since: a reader in another
+    /// process than the writer probes once per block it reads, which re-reading the whole file made quadratic.
     func probeBlocks() async throws -> [BlockInfo] {
         try await loop.runBlocking { [self] () -> [BlockInfo] in
             let fd = open(dataPath, O_RDONLY | O_CLOEXEC)
@@ -197,18 +200,63 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
             }
             defer { close(fd) }
             var st = stat()
-            fstat(fd, &st)
-            let all = try preadAll(fd, at: 0, count: Int(st.st_size), path: dataPath)
-            let scan = SegmentCodec.decodeLog(all)
-            // Only an unbroken run of block numbers counts.
-            var out: [BlockInfo] = []
-            for b in scan.blocks {
-                guard b.blockNumber == Int32(out.count), b.firstEntryId == (out.last.map { $0.lastEntryId + 1 } ?? 0) else { break }
-                out.append(b)
+            if fstat(fd, &st) != 0 { throw ioError("fstat", path: dataPath, errno: errno) }
+            let size = Int(st.st_size)
+            let file = ProbeCache.FileId(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+            var known = Self.probeCache.withLock { $0.lookup(dataPath, file) } ?? ProbeCache.Entry(file: file)
+            if known.end > size { known = ProbeCache.Entry(file: file) }  // shorter than what was read: start over
+            let fresh = try preadAll(fd, at: known.end, count: size - known.end, path: dataPath)
+            known.scannedBytes += fresh.readableBytes
+            let scan = SegmentCodec.decodeLog(fresh)
+            let base = known.end
+            for (k, b) in scan.blocks.enumerated() {
+                guard b.blockNumber == Int32(known.blocks.count),
+                      b.firstEntryId == (known.blocks.last.map { $0.lastEntryId + 1 } ?? 0) else { break }
+                known.blocks.append(b)
+                known.end = base + scan.blockOffsets[k] + b.size
             }
-            return out
+            Self.probeCache.withLock { $0.store(dataPath, known) }
+            return known.blocks
         }
     }
+
+    /// Bytes `probeBlocks` has read from `path` (a data.log) since it last started over; for tests.
+    static func probeScannedBytes(_ path: String) -> Int? {
+        probeCache.withLock { $0.entries[path]?.scannedBytes }
+    }
+
+    /// What probes learned of recently probed data files, for all stores of the process (a store is made per use).
+    /// Bounded: the least recently probed file is forgotten beyond `maxEntries`.
+    struct ProbeCache {
+        struct FileId: Equatable { var device: UInt64; var inode: UInt64 }
+        struct Entry {
+            var file: FileId
+            var blocks: [BlockInfo] = []
+            /// Byte offset just past the last block in `blocks`.
+            var end = 0
+            var scannedBytes = 0
+            var used: UInt64 = 0
+        }
+        static let maxEntries = 64
+        var entries: [String: Entry] = [:]
+        var clock: UInt64 = 0
+
+        mutating func lookup(_ path: String, _ file: FileId) -> Entry? {
+            guard let e = entries[path], e.file == file else { return nil }
+            return e
+        }
+
+        mutating func store(_ path: String, _ entry: Entry) {
+            clock += 1
+            var e = entry
+            e.used = clock
+            entries[path] = e
+            if entries.count > Self.maxEntries, let oldest = entries.min(by: { $0.value.used < $1.value.used })?.key {
+                entries[oldest] = nil
+            }
+        }
+    }
+    private static let probeCache = Mutex(ProbeCache())
 
     func compact(_ footer: SegmentFooter, targetBytes: Int) async throws -> SegmentFooter? { nil }
     func removeOriginals(after compacted: SegmentFooter) async throws {}

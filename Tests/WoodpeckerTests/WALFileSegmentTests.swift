@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-import Woodpecker
+@testable import Woodpecker
 import WoodpeckerCore
 import WoodpeckerIO
+import WoodpeckerStorage
 
 /// The local layout (one `data.log` per segment): torn tails, corruption and cross-client fencing on real files.
 @Suite(.timeLimit(.minutes(2))) struct WALFileSegmentTests {
@@ -81,5 +82,38 @@ import WoodpeckerIO
             #expect(id.segmentId == 1)
             #expect(try await readAll(b).map { text($0.payload) } == acked + ["b-0"])
         }
+    }
+}
+
+/// A reader in another process than the writer finds a local segment's blocks by probing its file once per block
+/// (`readRun(number:)` on a store made per use): each probe reads only what was appended since the last one.
+@Suite(.timeLimit(.minutes(1))) struct FileSegmentProbeTests {
+    @Test func probingAGrowingFileReadsOnlyWhatWasAppended() async throws {
+        let loop = EventLoop(name: "probe")
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("wp-probe-\(UInt64.random(in: 0...UInt64.max))").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let writer = FileSegmentStore(loop: loop, root: root, logId: 7, segmentId: 0)
+        var total = 0
+        let blocks = 40
+        for n in 0..<blocks {
+            let payload = ByteBuffer(bytes: [UInt8](repeating: UInt8(n), count: 10_000))
+            let block = SegmentCodec.encodeBlock(blockNumber: Int32(n), firstEntryId: Int64(n),
+                                                 entries: [SegmentEntry(key: Int64(n), timestamp: 1, payload: payload)],
+                                                 includeHeader: false)
+            try await writer.writeBlock(Int32(n), block)
+            total += block.readableBytes
+            let reader = FileSegmentStore(loop: loop, root: root, logId: 7, segmentId: 0)
+            let run = try #require(try await reader.readRun(number: Int32(n)))
+            #expect(run.map(\.info.blockNumber) == [Int32(n)])
+            #expect(run.first?.entries.first?.payload == payload)
+            #expect(try await reader.readRun(number: Int32(n + 1)) == nil, "no block past the end")
+        }
+        // A fresh store still sees every block, continuing from what earlier probes learned.
+        #expect(try await FileSegmentStore(loop: loop, root: root, logId: 7, segmentId: 0).probeBlocks().count == blocks)
+        // Each byte read about once; the old probe re-read the whole file every time (about 40x the file here).
+        let scanned = try #require(FileSegmentStore.probeScannedBytes(root + "/7/0/data.log"))
+        #expect(scanned <= 2 * total, "probes read \(scanned) bytes of a \(total)-byte file")
+        await writer.release()
+        #expect(loop.shutdown() == 0)
     }
 }
