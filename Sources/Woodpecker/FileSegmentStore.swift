@@ -215,7 +215,9 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
                 known.blocks.append(b)
                 known.end = base + scan.blockOffsets[k] + b.size
             }
-            Self.probeCache.withLock { $0.store(dataPath, known) }
+            // A finalized file grows no more (readers go by its footer): nothing to continue from.
+            let final = scan.footer != nil
+            Self.probeCache.withLock { final ? $0.forget(dataPath) : $0.store(dataPath, known) }
             return known.blocks
         }
     }
@@ -226,7 +228,8 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
     }
 
     /// What probes learned of recently probed data files, for all stores of the process (a store is made per use).
-    /// Bounded: the least recently probed file is forgotten beyond `maxEntries`.
+    /// Bounded: least recently probed files are forgotten beyond `maxEntries` files or `maxBlocks` block entries in
+    /// all (56 bytes each), except the file just probed.
     struct ProbeCache {
         struct FileId: Equatable { var device: UInt64; var inode: UInt64 }
         struct Entry {
@@ -237,7 +240,8 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
             var scannedBytes = 0
             var used: UInt64 = 0
         }
-        static let maxEntries = 64
+        var maxEntries = 64
+        var maxBlocks = 256 * 1024
         var entries: [String: Entry] = [:]
         var clock: UInt64 = 0
 
@@ -251,10 +255,15 @@ final class FileSegmentStore: SegmentStore, @unchecked Sendable {
             var e = entry
             e.used = clock
             entries[path] = e
-            if entries.count > Self.maxEntries, let oldest = entries.min(by: { $0.value.used < $1.value.used })?.key {
-                entries[oldest] = nil
+            var blocks = entries.values.reduce(0) { $0 + $1.blocks.count }
+            while entries.count > maxEntries || (blocks > maxBlocks && entries.count > 1),
+                  let oldest = entries.min(by: { $0.value.used < $1.value.used }) {
+                blocks -= oldest.value.blocks.count
+                entries[oldest.key] = nil
             }
         }
+
+        mutating func forget(_ path: String) { entries[path] = nil }
     }
     private static let probeCache = Mutex(ProbeCache())
 

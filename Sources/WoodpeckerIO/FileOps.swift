@@ -38,11 +38,7 @@ public enum FileOps {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if fd < 0 { throw ioError("create", path: path, errno: errno) }
         do {
-            if parts.count == 1 {
-                try parts[0].withUnsafeReadableBytes { try writeAll(fd, $0, path: path) }
-            } else {
-                try writevAll(fd, parts, path: path)
-            }
+            try writevAll(fd, parts, path: path)
             if fsync(fd) != 0 { throw ioError("fsync", path: path, errno: errno) }
         } catch {
             close(fd)

@@ -4,7 +4,9 @@ import WoodpeckerStorage
 
 /// Bounds and switches of a `LogStoreNode`.
 public struct LogStoreNodeOptions: Sendable {
-    /// Bytes of held blocks (in memory) beyond which appends fail with `.bufferFull`.
+    /// Bytes of held blocks (in memory) beyond which appends fail with `.bufferFull`. A large block is held in the
+    /// receive buffer it arrived in, which it fills at least half of (`ByteBuffer.retainable`), so the memory behind
+    /// the held blocks is at most twice this.
     public var maxBufferedBytes = 256 * 1024 * 1024
     /// An append of block n is refused unless `n <= uploadedThrough + maxWindowBlocks`.
     public var maxWindowBlocks: Int32 = 4096

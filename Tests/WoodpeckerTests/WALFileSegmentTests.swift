@@ -116,4 +116,29 @@ import WoodpeckerStorage
         await writer.release()
         #expect(loop.shutdown() == 0)
     }
+
+    /// The cache behind it holds at most `maxEntries` files and `maxBlocks` block entries, dropping the least
+    /// recently probed first but never the file just probed.
+    @Test func theProbeCacheForgetsTheLeastRecentFilesBeyondItsBounds() {
+        var cache = FileSegmentStore.ProbeCache()
+        cache.maxEntries = 3
+        cache.maxBlocks = 10
+        func entry(_ inode: UInt64, blocks: Int) -> FileSegmentStore.ProbeCache.Entry {
+            var e = FileSegmentStore.ProbeCache.Entry(file: .init(device: 1, inode: inode))
+            e.blocks = (0..<blocks).map { BlockInfo(blockNumber: Int32($0), firstEntryId: Int64($0), lastEntryId: Int64($0),
+                                                     firstKey: 0, lastKey: 0, maxTimestamp: 0, size: 100) }
+            return e
+        }
+        cache.store("a", entry(1, blocks: 4))
+        cache.store("b", entry(2, blocks: 4))
+        #expect(cache.lookup("a", .init(device: 1, inode: 1)) != nil)
+        #expect(cache.lookup("a", .init(device: 1, inode: 9)) == nil, "another file at the same path")
+        cache.store("c", entry(3, blocks: 4))  // 12 blocks > 10: "a", the least recent, goes
+        #expect(cache.entries.keys.sorted() == ["b", "c"])
+        cache.store("d", entry(4, blocks: 1))
+        cache.store("e", entry(5, blocks: 1))  // 4 files > 3: "b" goes
+        #expect(cache.entries.keys.sorted() == ["c", "d", "e"])
+        cache.store("f", entry(6, blocks: 50))  // alone over the block bound: kept, every other file dropped
+        #expect(cache.entries.keys.sorted() == ["f"])
+    }
 }
